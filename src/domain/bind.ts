@@ -1,0 +1,51 @@
+/** The five states of a bind attempt; every one but `pending` is final. */
+export const BIND_STATUSES = ["pending", "bound", "failed", "expired", "cancelled"] as const;
+export type BindStatus = (typeof BIND_STATUSES)[number];
+export type FinalStatus = Exclude<BindStatus, "pending">;
+
+/** The checkbind business parameters registered for one trace (SPEC §2, §3). */
+export interface BindRegistration {
+  readonly trace_id: string;
+  readonly open_id: string;
+  readonly product_key: string;
+  readonly user_type: string;
+  readonly device_name?: string;
+  readonly iot_id?: string;
+  readonly server_event_request_id?: string;
+  readonly params?: Readonly<Record<string, unknown>>;
+}
+
+export type BindErrorCode = "upstream_unavailable" | "rate_limited" | "upstream_rejected";
+
+export interface BindError {
+  readonly code: BindErrorCode;
+  readonly message: string;
+}
+
+/** What the last checkbind answer said; `null` until the first answer. */
+export interface UpstreamInfo {
+  readonly ret_code: number | null;
+  readonly message: string;
+  readonly request_id: string;
+}
+
+/** The state object of SPEC §3, as stored, published and sent to watchers. */
+export interface BindState {
+  readonly trace_id: string;
+  readonly status: BindStatus;
+  readonly final: boolean;
+  readonly version: number;
+  readonly attempts: number;
+  readonly created_at: string;
+  readonly updated_at: string;
+  readonly expires_at: string;
+  readonly upstream: UpstreamInfo | null;
+  readonly error: BindError | null;
+}
+
+export function isFinalStatus(status: BindStatus): status is FinalStatus {
+  return status !== "pending";
+}
+
+/** Trace ids are used in URLs and Redis keys, so they are kept to a safe alphabet. */
+export const TRACE_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;

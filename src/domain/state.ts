@@ -1,0 +1,112 @@
+import type { BindError, BindRegistration, BindState, BindStatus, FinalStatus, UpstreamInfo } from "./bind.js";
+import { isFinalStatus } from "./bind.js";
+import type { CheckbindOutcome } from "./outcome.js";
+
+/** The state of a freshly registered trace: pending, version 1, no answer yet. */
+export function createInitialState(reg: BindRegistration, now: number, timeoutMs: number): BindState {
+  const at = new Date(now).toISOString();
+  return {
+    trace_id: reg.trace_id,
+    status: "pending",
+    final: false,
+    version: 1,
+    attempts: 0,
+    created_at: at,
+    updated_at: at,
+    expires_at: new Date(now + timeoutMs).toISOString(),
+    upstream: null,
+    error: null,
+  };
+}
+
+function sameError(a: BindError | null, b: BindError | null): boolean {
+  return a === b || (a !== null && b !== null && a.code === b.code && a.message === b.message);
+}
+
+/**
+ * The version grows with a change of status, error, or the upstream's ret_code or
+ * message (SPEC §3); attempts, updated_at and request_id refresh without one.
+ */
+function isVersionedChange(prev: BindState, next: Omit<BindState, "version">): boolean {
+  return (
+    prev.status !== next.status ||
+    !sameError(prev.error, next.error) ||
+    (prev.upstream?.ret_code ?? null) !== (next.upstream?.ret_code ?? null) ||
+    (prev.upstream?.message ?? null) !== (next.upstream?.message ?? null)
+  );
+}
+
+function withChanges(
+  prev: BindState,
+  changes: { status?: BindStatus; upstream?: UpstreamInfo | null; error?: BindError | null; attempted?: boolean },
+  now: number,
+): BindState {
+  const status = changes.status ?? prev.status;
+  const next = {
+    ...prev,
+    status,
+    final: isFinalStatus(status),
+    attempts: prev.attempts + (changes.attempted ? 1 : 0),
+    updated_at: new Date(now).toISOString(),
+    upstream: changes.upstream === undefined ? prev.upstream : changes.upstream,
+    error: changes.error === undefined ? prev.error : changes.error,
+  };
+  return { ...next, version: prev.version + (isVersionedChange(prev, next) ? 1 : 0) };
+}
+
+/** Applies one checkbind answer to a pending state. A final state never changes. */
+export function applyOutcome(prev: BindState, outcome: CheckbindOutcome, now: number): BindState {
+  if (prev.final) return prev;
+  switch (outcome.kind) {
+    case "bound":
+      return withChanges(prev, { status: "bound", upstream: outcome.upstream, error: null, attempted: true }, now);
+    case "waiting":
+      return withChanges(prev, { upstream: outcome.upstream, error: null, attempted: true }, now);
+    case "failed":
+      return withChanges(prev, { status: "failed", upstream: outcome.upstream, error: null, attempted: true }, now);
+    case "rejected":
+      return withChanges(
+        prev,
+        { status: "failed", error: { code: "upstream_rejected", message: outcome.message }, attempted: true },
+        now,
+      );
+    case "rate_limited":
+      return withChanges(prev, { error: { code: "rate_limited", message: outcome.message }, attempted: true }, now);
+    case "transient":
+      return withChanges(
+        prev,
+        { error: { code: "upstream_unavailable", message: outcome.message }, attempted: true },
+        now,
+      );
+  }
+}
+
+/** Ends a pending state without an upstream answer: deadline passed or cancelled by DELETE. */
+export function finishState(
+  prev: BindState,
+  status: Extract<FinalStatus, "expired" | "cancelled">,
+  now: number,
+): BindState {
+  if (prev.final) return prev;
+  return withChanges(prev, { status }, now);
+}
+
+export function deadlineOf(state: BindState): number {
+  return Date.parse(state.expires_at);
+}
+
+/** Two registrations are the same attempt when every parameter matches (POST is idempotent). */
+export function isSameRegistration(a: BindRegistration, b: BindRegistration): boolean {
+  return canonicalJson(a) === canonicalJson(b);
+}
+
+/** JSON with object keys sorted, so equal values give equal text whatever the key order. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)),
+        )
+      : v,
+  );
+}

@@ -1,0 +1,207 @@
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { BindState } from "../domain/bind.js";
+import type { Logger } from "../domain/logger.js";
+import { silentLogger } from "../domain/logger.js";
+import { parseEventId } from "../domain/sse.js";
+import type { BindService } from "../watch/bind-service.js";
+import { CoordinatorUnavailableError } from "../watch/coordinator.js";
+import { jsonError } from "./errors.js";
+import { createSseStream, SSE_HEADERS, type StreamRegistry } from "./sse.js";
+import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
+
+export interface HttpConfig {
+  readonly heartbeatMs: number;
+  /** The `retry` field sent at the start of every stream. */
+  readonly sseRetryMs: number;
+  readonly maxStreams: number;
+  /** Bytes a slow stream may queue before it is dropped. */
+  readonly maxQueuedBytes?: number;
+}
+
+export interface HttpObserver {
+  onEventSent?(): void;
+}
+
+export interface AppDeps {
+  readonly service: BindService;
+  readonly streams: StreamRegistry;
+  readonly config: HttpConfig;
+  readonly logger?: Logger;
+  readonly observer?: HttpObserver;
+  /** `/readyz`: false while a configured store is unreachable. */
+  readonly isReady?: () => Promise<boolean>;
+  /** Extra routes mounted before the API (the simulator's demo page and controls). */
+  readonly extend?: (app: Hono) => void;
+}
+
+/**
+ * The bindwatch HTTP API (SPEC §3) as a Hono app, the same on Node and at the edge.
+ * @example serve({ fetch: createApp({ service, streams, config }).fetch, port: 8787 });
+ */
+export function createApp(deps: AppDeps): Hono {
+  const { service, streams, config } = deps;
+  const logger = deps.logger ?? silentLogger;
+  const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
+  let openStreams = 0;
+  const app = new Hono();
+
+  app.onError((err, c) => {
+    if (err instanceof CoordinatorUnavailableError) {
+      logger.warn(
+        { err: { name: err.name, message: err.message }, path: c.req.path },
+        "request failed: store unavailable",
+      );
+      return jsonError(c, 503, "unavailable", "the coordination store is unavailable; try again", undefined, {
+        "retry-after": "1",
+      });
+    }
+    logger.error({ err, path: c.req.path }, "unhandled error");
+    return jsonError(c, 500, "internal", "internal error");
+  });
+  app.notFound((c) => jsonError(c, 404, "not_found", `no route for ${c.req.method} ${c.req.path}`));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", async (c) => {
+    const ready = deps.isReady ? await deps.isReady().catch(() => false) : true;
+    return ready
+      ? c.json({ status: "ready" })
+      : jsonError(c, 503, "unavailable", "the coordination store is unreachable");
+  });
+
+  deps.extend?.(app);
+
+  const traceIdOf = (c: Context): string | Response => {
+    const id = c.req.param("traceId") ?? "";
+    return isValidTraceId(id)
+      ? id
+      : jsonError(c, 400, "invalid_request", "trace_id must match ^[A-Za-z0-9._-]{1,128}$", "trace_id");
+  };
+
+  const describe = (state: BindState) => {
+    const base = `/v1/binds/${encodeURIComponent(state.trace_id)}`;
+    return {
+      trace_id: state.trace_id,
+      state,
+      events_url: `${base}/events`,
+      wait_url: `${base}?wait=30&after=${state.version}`,
+    };
+  };
+
+  app.post(
+    "/v1/binds",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => jsonError(c, 413, "payload_too_large", `the body must be at most ${MAX_BODY_BYTES} bytes`),
+    }),
+    async (c) => {
+      const type = c.req.header("content-type") ?? "";
+      if (!/^application\/json\s*(;|$)/i.test(type)) {
+        return jsonError(c, 415, "unsupported_media_type", "the body must be application/json", "content-type");
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(await c.req.text());
+      } catch {
+        return jsonError(c, 400, "invalid_request", "the body is not valid JSON");
+      }
+      const parsed = parseRegistration(body);
+      if (!parsed.ok) return jsonError(c, 400, "invalid_request", parsed.message, parsed.field);
+      const result = await service.register(parsed.value);
+      if (result.kind === "conflict") {
+        return jsonError(c, 409, "conflict", "this trace_id is registered with different parameters", "trace_id");
+      }
+      logger.info({ trace_id: parsed.value.trace_id, created: result.kind === "created" }, "bind registered");
+      return c.json(describe(result.state), result.kind === "created" ? 201 : 200);
+    },
+  );
+
+  app.get("/v1/binds/:traceId/events", async (c) => {
+    const traceId = traceIdOf(c);
+    if (typeof traceId !== "string") return traceId;
+    const query = parseVersion(c.req.query("last_event_id"), "last_event_id");
+    if (!query.ok) return jsonError(c, 400, "invalid_request", query.message, query.field);
+    // A malformed Last-Event-ID header counts as absent: a 4xx would stop an EventSource for good.
+    const lastEventId = parseEventId(c.req.header("last-event-id")) ?? query.value;
+
+    if (openStreams >= config.maxStreams) {
+      return jsonError(
+        c,
+        503,
+        "too_many_streams",
+        "this instance holds its maximum of streams; retry shortly",
+        undefined,
+        {
+          "retry-after": "5",
+        },
+      );
+    }
+    const current = await service.getState(traceId);
+    if (!current) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
+    if (current.final && lastEventId >= current.version) return c.body(null, 204);
+
+    openStreams += 1;
+    let detach: () => void = () => {};
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      openStreams -= 1;
+      detach();
+    };
+    const stream = createSseStream({
+      retryMs: config.sseRetryMs,
+      heartbeatMs: config.heartbeatMs,
+      maxQueuedBytes,
+      signal: c.req.raw.signal,
+      registry: streams,
+      onClose: release,
+      ...(deps.observer?.onEventSent ? { onEvent: deps.observer.onEventSent } : {}),
+    });
+    try {
+      const attachment = await service.attach(traceId, lastEventId, (state, frame) => stream.send(state, frame));
+      if (!attachment) {
+        stream.end();
+        return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
+      }
+      detach = attachment.detach;
+      // The stream may have ended during attach (final state, client gone): detach now.
+      if (released) attachment.detach();
+      else if (attachment.state.final && lastEventId >= attachment.state.version) stream.end();
+    } catch (err) {
+      stream.end();
+      throw err;
+    }
+    return new Response(stream.body, { status: 200, headers: SSE_HEADERS });
+  });
+
+  app.get("/v1/binds/:traceId", async (c) => {
+    const traceId = traceIdOf(c);
+    if (typeof traceId !== "string") return traceId;
+    const wait = parseWaitSeconds(c.req.query("wait"));
+    if (!wait.ok) return jsonError(c, 400, "invalid_request", wait.message, wait.field);
+    const after = parseVersion(c.req.query("after"), "after");
+    if (!after.ok) return jsonError(c, 400, "invalid_request", after.message, after.field);
+    const state = await service.waitForChange(traceId, after.value, wait.value * 1000, c.req.raw.signal);
+    if (!state) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
+    return c.json(state, 200, { "cache-control": "no-store" });
+  });
+
+  app.delete("/v1/binds/:traceId", async (c) => {
+    const traceId = traceIdOf(c);
+    if (typeof traceId !== "string") return traceId;
+    const state = await service.cancel(traceId);
+    if (!state) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
+    logger.info({ trace_id: traceId, status: state.status }, "bind cancelled");
+    return c.json(state);
+  });
+
+  const methodNotAllowed = (allowed: string) => (c: Context) =>
+    jsonError(c, 405, "method_not_allowed", `allowed: ${allowed}`, undefined, { allow: allowed });
+  app.all("/v1/binds", methodNotAllowed("POST"));
+  app.all("/v1/binds/:traceId/events", methodNotAllowed("GET"));
+  app.all("/v1/binds/:traceId", methodNotAllowed("GET, DELETE"));
+
+  return app;
+}

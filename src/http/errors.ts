@@ -1,0 +1,31 @@
+import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+export type ErrorCode =
+  | "invalid_request"
+  | "unauthorized"
+  | "forbidden"
+  | "not_found"
+  | "method_not_allowed"
+  | "conflict"
+  | "payload_too_large"
+  | "unsupported_media_type"
+  | "too_many_streams"
+  | "unavailable"
+  | "internal";
+
+/** The one error shape of the API: `{"error": {"code", "message", "field"?}}` (SPEC §3). */
+export function errorBody(code: ErrorCode, message: string, field?: string) {
+  return { error: field === undefined ? { code, message } : { code, message, field } };
+}
+
+export function jsonError(
+  c: Context,
+  status: ContentfulStatusCode,
+  code: ErrorCode,
+  message: string,
+  field?: string,
+  headers?: Record<string, string>,
+): Response {
+  return c.json(errorBody(code, message, field), status, headers);
+}

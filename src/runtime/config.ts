@@ -1,0 +1,155 @@
+import { DEFAULT_GATEWAY_URL } from "../top/client.js";
+import { isSignMethod, type SignMethod } from "../top/sign.js";
+
+/** Everything bindwatch reads from its environment (SPEC §5), parsed once and frozen. */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly top: {
+    readonly gatewayUrl: string;
+    readonly appKey: string | undefined;
+    readonly appSecret: string | undefined;
+    readonly signMethod: SignMethod;
+    readonly session: string | undefined;
+    readonly timeoutMs: number;
+  };
+  /** True when no TOP credentials are set: the in-process gateway simulator answers. */
+  readonly simulator: boolean;
+  readonly redisUrl: string | undefined;
+  readonly pollIntervalMs: number;
+  readonly pollLingerMs: number;
+  readonly bindTimeoutMs: number;
+  readonly resultTtlMs: number;
+  readonly heartbeatMs: number;
+  readonly upstreamQps: number;
+  readonly terminalRetCodes: ReadonlySet<number>;
+  readonly apiKeys: readonly string[];
+  readonly watchTokenSecret: string | undefined;
+  readonly corsOrigins: readonly string[];
+  readonly maxStreams: number;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
+function read(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === undefined || value === "" ? undefined : value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function list(env: Env, name: string): string[] {
+  return (read(env, name) ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function url(env: Env, name: string, fallback: string | undefined, protocols: readonly string[]): string | undefined {
+  const raw = read(env, name) ?? fallback;
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, "is not a valid URL");
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(" or ")}, got ${parsed.protocol}`);
+  }
+  return raw;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * Parses the environment into a frozen Config; a bad value throws a ConfigError
+ * that names the variable.
+ * @example const config = parseConfig(process.env);
+ */
+export function parseConfig(env: Env): Config {
+  const appKey = read(env, "TOP_APP_KEY");
+  const appSecret = read(env, "TOP_APP_SECRET");
+  if ((appKey === undefined) !== (appSecret === undefined)) {
+    throw new ConfigError(
+      appKey === undefined ? "TOP_APP_KEY" : "TOP_APP_SECRET",
+      "set both TOP_APP_KEY and TOP_APP_SECRET, or neither (simulator mode)",
+    );
+  }
+  const signMethod = read(env, "TOP_SIGN_METHOD") ?? "hmac-sha256";
+  if (!isSignMethod(signMethod))
+    throw new ConfigError("TOP_SIGN_METHOD", `must be md5, hmac or hmac-sha256, got "${signMethod}"`);
+
+  const terminalRetCodes = new Set<number>();
+  for (const item of list(env, "TERMINAL_RET_CODES")) {
+    if (!/^-?\d+$/.test(item)) throw new ConfigError("TERMINAL_RET_CODES", `"${item}" is not an integer`);
+    terminalRetCodes.add(Number(item));
+  }
+  const corsOrigins = list(env, "CORS_ORIGINS");
+  for (const origin of corsOrigins) {
+    if (origin === "*") continue;
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError("CORS_ORIGINS", `"${origin}" is not an origin`);
+    }
+    if (parsed.origin !== origin)
+      throw new ConfigError("CORS_ORIGINS", `"${origin}" is not an exact origin (like https://app.example.com)`);
+  }
+  const logLevel = read(env, "LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError("LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
+  const watchTokenSecret = read(env, "WATCH_TOKEN_SECRET");
+  if (watchTokenSecret !== undefined && watchTokenSecret.length < 16) {
+    throw new ConfigError("WATCH_TOKEN_SECRET", "must be at least 16 characters");
+  }
+  const pollIntervalMs = integer(env, "POLL_INTERVAL_MS", 2000, 100, 600_000);
+
+  const config: Config = {
+    port: integer(env, "PORT", 8787, 0, 65_535),
+    host: read(env, "HOST") ?? "0.0.0.0",
+    top: {
+      gatewayUrl: url(env, "TOP_GATEWAY_URL", DEFAULT_GATEWAY_URL, ["https:", "http:"]) ?? DEFAULT_GATEWAY_URL,
+      appKey,
+      appSecret,
+      signMethod,
+      session: read(env, "TOP_SESSION"),
+      timeoutMs: integer(env, "TOP_TIMEOUT_MS", 5000, 100, 120_000),
+    },
+    simulator: appKey === undefined,
+    redisUrl: url(env, "REDIS_URL", undefined, ["redis:", "rediss:"]),
+    pollIntervalMs,
+    pollLingerMs: integer(env, "POLL_LINGER_MS", 30_000, 0, DAY_MS),
+    bindTimeoutMs: integer(env, "BIND_TIMEOUT_MS", 180_000, 1000, DAY_MS),
+    resultTtlMs: integer(env, "RESULT_TTL_MS", 600_000, 1000, 30 * DAY_MS),
+    heartbeatMs: integer(env, "HEARTBEAT_MS", 15_000, 100, 600_000),
+    upstreamQps: integer(env, "UPSTREAM_QPS", 40, 1, 100_000),
+    terminalRetCodes,
+    apiKeys: list(env, "API_KEYS"),
+    watchTokenSecret,
+    corsOrigins,
+    maxStreams: integer(env, "MAX_STREAMS", 15_000, 1, 1_000_000),
+    logLevel,
+  };
+  return Object.freeze(config);
+}

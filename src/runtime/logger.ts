@@ -1,0 +1,54 @@
+import { type DestinationStream, type Logger as PinoLogger, pino } from "pino";
+
+/** Masks an open_id to its first and last two characters: enough to correlate, not to identify. */
+export function maskOpenId(openId: string): string {
+  if (openId.length <= 4) return "***";
+  return `${openId.slice(0, 2)}***${openId.slice(-2)}`;
+}
+
+/** Drops the query string of a URL or path: tokens travel there (SPEC §7). */
+export function redactUrl(url: string): string {
+  const i = url.indexOf("?");
+  return i === -1 ? url : `${url.slice(0, i)}?[redacted]`;
+}
+
+/**
+ * Structured JSON logs. Secrets never reach a line: known secret-bearing keys are
+ * censored wherever they appear, and open_id is masked.
+ */
+export function createLogger(level: string, destination?: DestinationStream): PinoLogger {
+  const options = {
+    level,
+    base: { service: "bindwatch" },
+    redact: {
+      paths: [
+        "app_secret",
+        "*.app_secret",
+        "appSecret",
+        "*.appSecret",
+        "secret",
+        "*.secret",
+        "token",
+        "*.token",
+        "authorization",
+        "*.authorization",
+        "headers.authorization",
+        "*.headers.authorization",
+        "api_key",
+        "*.api_key",
+        "sign",
+        "*.sign",
+        "session",
+        "*.session",
+      ],
+      censor: "[redacted]",
+    },
+    formatters: {
+      log(obj: Record<string, unknown>) {
+        if (typeof obj.open_id === "string") return { ...obj, open_id: maskOpenId(obj.open_id) };
+        return obj;
+      },
+    },
+  };
+  return destination ? pino(options, destination) : pino(options);
+}

@@ -1,0 +1,58 @@
+// The process entry of `npm start`: reads the environment, starts the server,
+// and turns SIGTERM/SIGINT into a graceful stop within 10 s (SPEC §4.6).
+import { ConfigError, parseConfig } from "./config.js";
+import { createLogger } from "./logger.js";
+import { startNodeServer } from "./node-server.js";
+
+const STOP_DEADLINE_MS = 10_000;
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    config = parseConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`bindwatch: bad configuration: ${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
+  if (!config.watchTokenSecret)
+    logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
+
+  process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled rejection"));
+
+  const server = await startNodeServer(config, logger);
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    logger.info({ signal }, "stopping");
+    const force = setTimeout(() => {
+      logger.error({}, "graceful stop took too long; exiting");
+      process.exit(1);
+    }, STOP_DEADLINE_MS - 500);
+    force.unref();
+    server.stop().then(
+      () => {
+        logger.info({}, "stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, "stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `bindwatch: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exit(1);
+});

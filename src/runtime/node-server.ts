@@ -1,0 +1,142 @@
+import { randomBytes } from "node:crypto";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { serve } from "@hono/node-server";
+import type { Logger as PinoLogger } from "pino";
+import { createApp } from "../http/app.js";
+import { createStreamRegistry } from "../http/sse.js";
+import { createSimulatorControl } from "../sim/control.js";
+import { renderDemoPage } from "../sim/demo-page.js";
+import { createTopSimulator, type TopSimulator } from "../sim/gateway.js";
+import { createTopClient } from "../top/client.js";
+import { createBindService } from "../watch/bind-service.js";
+import type { Coordinator } from "../watch/coordinator.js";
+import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
+import type { Config } from "./config.js";
+
+export interface RunningServer {
+  readonly url: string;
+  readonly port: number;
+  readonly simulator: TopSimulator | null;
+  readonly service: ReturnType<typeof createBindService>;
+  readonly streams: ReturnType<typeof createStreamRegistry>;
+  /** Graceful stop (SPEC §4.6): stop accepting, hand polls over, end streams with a retry hint. */
+  stop(): Promise<void>;
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once("error", onError);
+    server.once("listening", () => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    // Keep-alive sockets would hold close() open; idle ones can go at once.
+    server.closeIdleConnections();
+  });
+}
+
+/**
+ * Starts bindwatch on Node with a parsed config: the in-process TOP simulator when
+ * no credentials are set, the in-memory coordinator unless one is given.
+ */
+export async function startNodeServer(
+  config: Config,
+  logger: PinoLogger,
+  opts: { coordinator?: Coordinator } = {},
+): Promise<RunningServer> {
+  let simulator: TopSimulator | null = null;
+  let simServer: Server | null = null;
+  let top = config.top;
+  if (config.simulator) {
+    // Simulator mode (SPEC §6): a gateway on loopback, reached over real HTTP with real signing.
+    const appKey = "sim-app-key";
+    const appSecret = randomBytes(16).toString("hex");
+    simulator = createTopSimulator({ appKey, appSecret });
+    // serve() returns an http.Server unless told to use http2, which bindwatch never does.
+    simServer = serve({ fetch: simulator.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+    const simPort = await listen(simServer);
+    top = { ...top, appKey, appSecret, gatewayUrl: `http://127.0.0.1:${simPort}/router/rest` };
+    logger.warn(
+      { gateway: top.gatewayUrl },
+      "simulator mode: no TOP credentials set, checkbind goes to the in-process simulator",
+    );
+  }
+
+  const coordinator =
+    opts.coordinator ??
+    createMemoryCoordinator({
+      retentionMs: config.bindTimeoutMs + config.resultTtlMs,
+      resultTtlMs: config.resultTtlMs,
+      upstreamQps: config.upstreamQps,
+    });
+  const client = createTopClient({
+    gatewayUrl: top.gatewayUrl,
+    appKey: top.appKey ?? "",
+    appSecret: top.appSecret ?? "",
+    signMethod: top.signMethod,
+    timeoutMs: top.timeoutMs,
+    terminalRetCodes: config.terminalRetCodes,
+    ...(top.session === undefined ? {} : { session: top.session }),
+  });
+  const service = createBindService({ coordinator, client, config, logger });
+  const streams = createStreamRegistry();
+  const sim = simulator;
+  const app = createApp({
+    service,
+    streams,
+    logger,
+    config: {
+      heartbeatMs: config.heartbeatMs,
+      sseRetryMs: Math.max(1000, config.pollIntervalMs),
+      maxStreams: config.maxStreams,
+    },
+    isReady: () => coordinator.isReady(),
+    ...(sim
+      ? {
+          extend: (a) => {
+            a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
+            a.route("/sim", createSimulatorControl(sim));
+          },
+        }
+      : {}),
+  });
+
+  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }) as Server;
+  const port = await listen(server);
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  logger.info({ url, simulator: config.simulator, redis: Boolean(config.redisUrl) }, "bindwatch listening");
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    simulator,
+    service,
+    streams,
+    stop() {
+      stopping ??= (async () => {
+        const closed = closeServer(server);
+        await service.shutdown();
+        // Spread reconnects over a second or two so another instance is not hit all at once.
+        streams.closeAll(() => 500 + Math.floor(Math.random() * 1500));
+        // Ended streams leave idle keep-alive sockets behind; close those, and cut any straggler.
+        setImmediate(() => server.closeIdleConnections());
+        const cut = setTimeout(() => server.closeAllConnections(), 2_000);
+        await closed;
+        clearTimeout(cut);
+        await coordinator.close();
+        if (simServer) await closeServer(simServer);
+      })();
+      return stopping;
+    },
+  };
+}
