@@ -1,12 +1,14 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import type { BindState } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
 import { parseEventId } from "../domain/sse.js";
 import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
+import { bearerOf, createWatchToken, matchesAnyKey, verifyWatchToken } from "./access.js";
 import { jsonError } from "./errors.js";
 import { createSseStream, SSE_HEADERS, type StreamRegistry } from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
@@ -20,6 +22,18 @@ export interface HttpConfig {
   readonly maxQueuedBytes?: number;
 }
 
+/** Access control (SPEC §5, §7); every part optional, open when unset. */
+export interface AccessConfig {
+  /** When non-empty, POST and DELETE need `Authorization: Bearer <key>`. */
+  readonly apiKeys: readonly string[];
+  /** When set, POST returns a watch token and the watch endpoints require it. */
+  readonly watchTokenSecret?: string | undefined;
+  /** How long a token outlives its trace's deadline (RESULT_TTL_MS: the final state stays readable). */
+  readonly tokenGraceMs: number;
+  /** Exact browser origins allowed by CORS; `*` allows any origin without credentials. */
+  readonly corsOrigins: readonly string[];
+}
+
 export interface HttpObserver {
   onEventSent?(): void;
 }
@@ -30,6 +44,7 @@ export interface AppDeps {
   readonly config: HttpConfig;
   readonly logger?: Logger;
   readonly observer?: HttpObserver;
+  readonly access?: AccessConfig;
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
@@ -45,7 +60,52 @@ export function createApp(deps: AppDeps): Hono {
   const logger = deps.logger ?? silentLogger;
   const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
   let openStreams = 0;
+  const access: AccessConfig = deps.access ?? { apiKeys: [], tokenGraceMs: 0, corsOrigins: [] };
   const app = new Hono();
+
+  app.use(async (c, next) => {
+    await next();
+    // Watch tokens may travel in URLs; keep them out of Referer headers.
+    c.res.headers.set("referrer-policy", "no-referrer");
+  });
+  if (access.corsOrigins.length > 0) {
+    const anyOrigin = access.corsOrigins.includes("*");
+    app.use(
+      cors({
+        // Exact origins only; credentials only then, never with a wildcard (unlike Nchan's default).
+        origin: anyOrigin ? "*" : (origin) => (access.corsOrigins.includes(origin) ? origin : null),
+        allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
+        allowHeaders: ["Content-Type", "Authorization", "Last-Event-ID"],
+        exposeHeaders: ["Retry-After"],
+        credentials: !anyOrigin,
+        maxAge: 600,
+      }),
+    );
+  }
+
+  /** POST and DELETE: an API key when keys are configured. */
+  const requireApiKey = (c: Context): Response | null => {
+    if (access.apiKeys.length === 0) return null;
+    const key = bearerOf(c.req.header("authorization"));
+    if (key && matchesAnyKey(key, access.apiKeys)) return null;
+    return jsonError(c, 401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)", undefined, {
+      "www-authenticate": "Bearer",
+    });
+  };
+
+  /** Watch endpoints: the trace's watch token (or an API key) when tokens are configured. */
+  const requireWatchToken = (c: Context, traceId: string): Response | null => {
+    const secret = access.watchTokenSecret;
+    if (!secret) return null;
+    const bearer = bearerOf(c.req.header("authorization"));
+    if (bearer && access.apiKeys.length > 0 && matchesAnyKey(bearer, access.apiKeys)) return null;
+    const token = c.req.query("token") ?? bearer;
+    if (!token)
+      return jsonError(c, 401, "unauthorized", "a watch token is required (?token= or Authorization: Bearer)", "token");
+    const check = verifyWatchToken(secret, traceId, token, Date.now());
+    if (check.ok) return null;
+    return jsonError(c, 403, "forbidden", `the watch token is ${check.reason} for this trace`, "token");
+  };
 
   app.onError((err, c) => {
     if (err instanceof CoordinatorUnavailableError) {
@@ -81,11 +141,22 @@ export function createApp(deps: AppDeps): Hono {
 
   const describe = (state: BindState) => {
     const base = `/v1/binds/${encodeURIComponent(state.trace_id)}`;
+    const secret = access.watchTokenSecret;
+    if (!secret) {
+      return {
+        trace_id: state.trace_id,
+        state,
+        events_url: `${base}/events`,
+        wait_url: `${base}?wait=30&after=${state.version}`,
+      };
+    }
+    const token = createWatchToken(secret, state.trace_id, Date.parse(state.expires_at) + access.tokenGraceMs);
     return {
       trace_id: state.trace_id,
       state,
-      events_url: `${base}/events`,
-      wait_url: `${base}?wait=30&after=${state.version}`,
+      events_url: `${base}/events?token=${token}`,
+      wait_url: `${base}?wait=30&after=${state.version}&token=${token}`,
+      token,
     };
   };
 
@@ -96,6 +167,8 @@ export function createApp(deps: AppDeps): Hono {
       onError: (c) => jsonError(c, 413, "payload_too_large", `the body must be at most ${MAX_BODY_BYTES} bytes`),
     }),
     async (c) => {
+      const denied = requireApiKey(c);
+      if (denied) return denied;
       const type = c.req.header("content-type") ?? "";
       if (!/^application\/json\s*(;|$)/i.test(type)) {
         return jsonError(c, 415, "unsupported_media_type", "the body must be application/json", "content-type");
@@ -120,6 +193,8 @@ export function createApp(deps: AppDeps): Hono {
   app.get("/v1/binds/:traceId/events", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
+    const denied = requireWatchToken(c, traceId);
+    if (denied) return denied;
     const query = parseVersion(c.req.query("last_event_id"), "last_event_id");
     if (!query.ok) return jsonError(c, 400, "invalid_request", query.message, query.field);
     // A malformed Last-Event-ID header counts as absent: a 4xx would stop an EventSource for good.
@@ -179,6 +254,8 @@ export function createApp(deps: AppDeps): Hono {
   app.get("/v1/binds/:traceId", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
+    const denied = requireWatchToken(c, traceId);
+    if (denied) return denied;
     const wait = parseWaitSeconds(c.req.query("wait"));
     if (!wait.ok) return jsonError(c, 400, "invalid_request", wait.message, wait.field);
     const after = parseVersion(c.req.query("after"), "after");
@@ -191,6 +268,8 @@ export function createApp(deps: AppDeps): Hono {
   app.delete("/v1/binds/:traceId", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
+    const denied = requireApiKey(c);
+    if (denied) return denied;
     const state = await service.cancel(traceId);
     if (!state) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
     logger.info({ trace_id: traceId, status: state.status }, "bind cancelled");

@@ -99,6 +99,12 @@ export async function startNodeServer(
       maxStreams: config.maxStreams,
     },
     isReady: () => coordinator.isReady(),
+    access: {
+      apiKeys: config.apiKeys,
+      watchTokenSecret: config.watchTokenSecret,
+      tokenGraceMs: config.resultTtlMs,
+      corsOrigins: config.corsOrigins,
+    },
     ...(sim
       ? {
           extend: (a) => {
