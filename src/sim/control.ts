@@ -182,7 +182,8 @@ export function renderTraceReport(report: SimTraceReport): Record<string, unknow
     script: {
       label: report.script.label ?? null,
       steps: report.script.steps.map(describeStep),
-      then: describeStep(report.script.then ?? { kind: "pending" }),
+      // biome-ignore lint/suspicious/noThenProperty: the control API's JSON name, as in the script form
+      then: describeStep(report.script.thereafter ?? { kind: "pending" }),
     },
     call_count: report.callCount,
     step_index: report.stepIndex,
@@ -267,6 +268,8 @@ export function createSimulatorControl(sim: TopSimulator): Hono {
     return c.json(sim.stats());
   });
 
+  // A mounted sub-app's notFound is not consulted by the parent, so a catch-all route does the job.
+  app.all("*", () => fail(404, "not_found", "no such simulator route"));
   app.notFound(() => fail(404, "not_found", "no such simulator route"));
   app.onError(() => fail(500, "internal", "the simulator control failed"));
   return app;

@@ -61,12 +61,13 @@ export type ScriptStep = StepTiming &
 export type ScriptStepKind = ScriptStep["kind"];
 
 /**
- * A trace's answers: `steps` are consumed one per checkbind call, then `then`
+ * A trace's answers: `steps` are consumed one per checkbind call, then `thereafter`
  * answers every further call (default `pending`). `label` describes it for people.
+ * (Not `then`: an object with a `then` property looks like a thenable.)
  */
 export interface TraceScript {
   readonly steps: readonly ScriptStep[];
-  readonly then?: ScriptStep;
+  readonly thereafter?: ScriptStep;
   readonly label?: string;
 }
 
@@ -180,14 +181,18 @@ export interface TopSimulator {
 
 /** Steps: `n` pending answers, then bound for good. `scriptBoundAfter(0)` binds at once. */
 export function scriptBoundAfter(n: number): TraceScript {
-  return { steps: repeat({ kind: "pending" }, n), then: { kind: "bound" }, label: `bound after ${n} pending polls` };
+  return {
+    steps: repeat({ kind: "pending" }, n),
+    thereafter: { kind: "bound" },
+    label: `bound after ${n} pending polls`,
+  };
 }
 
 /** `n` pending answers, then `result=false` with `retCode` / `message` for good. */
 export function scriptFailedAfter(n: number, retCode: number, message: string): TraceScript {
   return {
     steps: repeat({ kind: "pending" }, n),
-    then: { kind: "not_ok", retCode, message },
+    thereafter: { kind: "not_ok", retCode, message },
     label: `result=false ret_code=${retCode} after ${n} pending polls`,
   };
 }
@@ -202,7 +207,7 @@ export function scriptRejectedAfter(n: number, code: number, subCode?: string, m
   };
   return {
     steps: repeat({ kind: "pending" }, n),
-    then: step,
+    thereafter: step,
     label: `rejected with code ${code} after ${n} pending polls`,
   };
 }
@@ -214,7 +219,7 @@ export function scriptRejectedAfter(n: number, code: number, subCode?: string, m
 export function scriptTrouble(trouble: ScriptStep, count: number, then: ScriptStep = { kind: "bound" }): TraceScript {
   return {
     steps: repeat(trouble, count),
-    then,
+    thereafter: then,
     label: `${describeStep(trouble)} ×${count}, then ${describeStep(then)}`,
   };
 }
@@ -226,7 +231,7 @@ export function scriptSlow(delayMs: number, count: number, then: ScriptStep = { 
 
 /** Pending forever: the bind can only expire or be cancelled. */
 export function scriptNever(): TraceScript {
-  return { steps: [], then: { kind: "pending" }, label: "never binds" };
+  return { steps: [], thereafter: { kind: "pending" }, label: "never binds" };
 }
 
 /** The product's default: a trace binds after a few polls. */
@@ -291,7 +296,7 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
   }
 
   function stepAt(script: TraceScript, index: number): ScriptStep {
-    return script.steps[index] ?? script.then ?? PENDING;
+    return script.steps[index] ?? script.thereafter ?? PENDING;
   }
 
   function reject(failure: CheckFailure): Response {
