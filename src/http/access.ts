@@ -45,3 +45,9 @@ export function verifyWatchToken(secret: string, traceId: string, token: string,
   if (expiresSec * 1000 <= nowMs) return { ok: false, reason: "expired" };
   return { ok: true };
 }
+
+/** Drops the query string of a URL or path before it is logged: watch tokens travel there (SPEC §7). */
+export function redactUrl(url: string): string {
+  const i = url.indexOf("?");
+  return i === -1 ? url : `${url.slice(0, i)}?[redacted]`;
+}

@@ -8,7 +8,7 @@ import { silentLogger } from "../domain/logger.js";
 import { parseEventId } from "../domain/sse.js";
 import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
-import { bearerOf, createWatchToken, matchesAnyKey, verifyWatchToken } from "./access.js";
+import { bearerOf, createWatchToken, matchesAnyKey, redactUrl, verifyWatchToken } from "./access.js";
 import { jsonError } from "./errors.js";
 import { createSseStream, SSE_HEADERS, type StreamRegistry } from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
@@ -64,7 +64,12 @@ export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
 
   app.use(async (c, next) => {
+    const started = Date.now();
     await next();
+    logger.debug(
+      { method: c.req.method, url: redactUrl(c.req.url), status: c.res.status, ms: Date.now() - started },
+      "request",
+    );
     // Watch tokens may travel in URLs; keep them out of Referer headers.
     c.res.headers.set("referrer-policy", "no-referrer");
   });

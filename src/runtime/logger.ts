@@ -6,12 +6,6 @@ export function maskOpenId(openId: string): string {
   return `${openId.slice(0, 2)}***${openId.slice(-2)}`;
 }
 
-/** Drops the query string of a URL or path: tokens travel there (SPEC §7). */
-export function redactUrl(url: string): string {
-  const i = url.indexOf("?");
-  return i === -1 ? url : `${url.slice(0, i)}?[redacted]`;
-}
-
 /**
  * Structured JSON logs. Secrets never reach a line: known secret-bearing keys are
  * censored wherever they appear, and open_id is masked.

@@ -9,10 +9,11 @@ import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator, type TopSimulator } from "../sim/gateway.js";
 import { createTopClient } from "../top/client.js";
-import { createBindService } from "../watch/bind-service.js";
+import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
 import type { Config } from "./config.js";
+import { createMetrics } from "./metrics.js";
 
 export interface RunningServer {
   readonly url: string;
@@ -86,8 +87,12 @@ export async function startNodeServer(
     terminalRetCodes: config.terminalRetCodes,
     ...(top.session === undefined ? {} : { session: top.session }),
   });
-  const service = createBindService({ coordinator, client, config, logger });
   const streams = createStreamRegistry();
+  // The service and the metrics refer to each other only through these late-bound sources.
+  let statsOf: () => ReturnType<BindService["stats"]> = () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+  const metrics = createMetrics({ streams: () => streams.size, stats: () => statsOf() });
+  const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
+  statsOf = () => service.stats();
   const sim = simulator;
   const app = createApp({
     service,
@@ -98,6 +103,7 @@ export async function startNodeServer(
       sseRetryMs: Math.max(1000, config.pollIntervalMs),
       maxStreams: config.maxStreams,
     },
+    observer: metrics.http,
     isReady: () => coordinator.isReady(),
     access: {
       apiKeys: config.apiKeys,
@@ -105,14 +111,15 @@ export async function startNodeServer(
       tokenGraceMs: config.resultTtlMs,
       corsOrigins: config.corsOrigins,
     },
-    ...(sim
-      ? {
-          extend: (a) => {
-            a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
-            a.route("/sim", createSimulatorControl(sim));
-          },
-        }
-      : {}),
+    extend: (a) => {
+      a.get("/metrics", async (c) =>
+        c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
+      );
+      if (sim) {
+        a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
+        a.route("/sim", createSimulatorControl(sim));
+      }
+    },
   });
 
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }) as Server;

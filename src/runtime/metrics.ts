@@ -1,0 +1,77 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { HttpObserver } from "../http/app.js";
+import type { ServiceObserver, ServiceStats } from "../watch/bind-service.js";
+
+/**
+ * The Prometheus series of SPEC §3. No series is labelled by trace_id: that would
+ * grow without bound; outcomes and statuses are small fixed sets.
+ */
+export function createMetrics(sources: { streams: () => number; stats: () => ServiceStats }) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "bindwatch_process_" });
+
+  const calls = new Counter({
+    name: "bindwatch_checkbind_calls_total",
+    help: "Checkbind calls made by this instance, by classified outcome.",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: "bindwatch_checkbind_duration_seconds",
+    help: "Checkbind call latency, from request to classified answer.",
+    labelNames: ["outcome"] as const,
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "bindwatch_open_streams",
+    help: "SSE streams open on this instance.",
+    registers: [registry],
+    collect() {
+      this.set(sources.streams());
+    },
+  });
+  new Gauge({
+    name: "bindwatch_active_polls",
+    help: "Traces this instance is polling now (holding the poll lease).",
+    registers: [registry],
+    collect() {
+      this.set(sources.stats().leases);
+    },
+  });
+  new Gauge({
+    name: "bindwatch_watchers",
+    help: "Watchers (streams and held long-polls) attached on this instance.",
+    registers: [registry],
+    collect() {
+      this.set(sources.stats().watchers);
+    },
+  });
+  const events = new Counter({
+    name: "bindwatch_events_sent_total",
+    help: "SSE state events written to streams.",
+    registers: [registry],
+  });
+  const finished = new Counter({
+    name: "bindwatch_binds_finished_total",
+    help: "Bind attempts that reached a final status, as seen by the instance that finished them.",
+    labelNames: ["status"] as const,
+    registers: [registry],
+  });
+
+  const service: ServiceObserver = {
+    onCall(outcome, durationMs) {
+      calls.inc({ outcome });
+      latency.observe({ outcome }, durationMs / 1000);
+    },
+    onFinished(status) {
+      finished.inc({ status });
+    },
+  };
+  const http: HttpObserver = {
+    onEventSent() {
+      events.inc();
+    },
+  };
+  return { registry, service, http };
+}

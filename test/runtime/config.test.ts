@@ -1,0 +1,95 @@
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { redactUrl } from "../../src/http/access.js";
+import { ConfigError, parseConfig } from "../../src/runtime/config.js";
+import { createLogger, maskOpenId } from "../../src/runtime/logger.js";
+
+describe("parseConfig", () => {
+  it("gives the SPEC §5 defaults, simulator mode without credentials, and a frozen object", () => {
+    const config = parseConfig({});
+    expect(config).toMatchObject({
+      port: 8787,
+      host: "0.0.0.0",
+      simulator: true,
+      redisUrl: undefined,
+      pollIntervalMs: 2000,
+      pollLingerMs: 30_000,
+      bindTimeoutMs: 180_000,
+      resultTtlMs: 600_000,
+      heartbeatMs: 15_000,
+      upstreamQps: 40,
+      maxStreams: 15_000,
+      logLevel: "info",
+      top: { gatewayUrl: "https://gw.api.taobao.com/router/rest", signMethod: "hmac-sha256", timeoutMs: 5000 },
+    });
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(config.terminalRetCodes.size).toBe(0);
+  });
+
+  it("reads every variable", () => {
+    const config = parseConfig({
+      TOP_APP_KEY: "k",
+      TOP_APP_SECRET: "s",
+      TOP_SIGN_METHOD: "md5",
+      TERMINAL_RET_CODES: "1001, -2",
+      API_KEYS: "a,b",
+      CORS_ORIGINS: "https://app.example.com,http://localhost:3000",
+      REDIS_URL: "redis://127.0.0.1:6379/0",
+    });
+    expect(config.simulator).toBe(false);
+    expect(config.top.signMethod).toBe("md5");
+    expect([...config.terminalRetCodes]).toEqual([1001, -2]);
+    expect(config.apiKeys).toEqual(["a", "b"]);
+    expect(config.corsOrigins).toEqual(["https://app.example.com", "http://localhost:3000"]);
+    expect(config.redisUrl).toBe("redis://127.0.0.1:6379/0");
+  });
+
+  it.each([
+    ["POLL_INTERVAL_MS", "abc"],
+    ["PORT", "70000"],
+    ["TOP_SIGN_METHOD", "sha1"],
+    ["TERMINAL_RET_CODES", "1,x"],
+    ["CORS_ORIGINS", "https://app.example.com/path"],
+    ["REDIS_URL", "http://localhost"],
+    ["TOP_GATEWAY_URL", "not a url"],
+    ["WATCH_TOKEN_SECRET", "short"],
+    ["LOG_LEVEL", "loud"],
+    ["TOP_APP_KEY", "only-the-key"],
+  ])("stops on a bad %s and names it", (name, value) => {
+    expect(() => parseConfig({ [name]: value })).toThrow(ConfigError);
+    expect(() => parseConfig({ [name]: value })).toThrow(
+      new RegExp(`^${name === "TOP_APP_KEY" ? "TOP_APP_SECRET" : name}:`),
+    );
+  });
+});
+
+describe("logger", () => {
+  it("censors secrets and masks open_id", async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    });
+    const logger = createLogger("info", sink);
+    logger.info(
+      { trace_id: "t", open_id: "ou_1234567890", token: "tok-secret", headers: { authorization: "Bearer k" } },
+      "x",
+    );
+    logger.flush();
+    await new Promise((r) => setImmediate(r));
+    const line = lines.join("");
+    expect(line).toContain('"trace_id":"t"');
+    expect(line).not.toContain("ou_1234567890");
+    expect(line).toContain("ou***90");
+    expect(line).not.toContain("tok-secret");
+    expect(line).not.toContain("Bearer k");
+  });
+
+  it("masks and redacts helpers", () => {
+    expect(maskOpenId("abc")).toBe("***");
+    expect(redactUrl("/v1/binds/t/events?token=abc")).toBe("/v1/binds/t/events?[redacted]");
+    expect(redactUrl("/healthz")).toBe("/healthz");
+  });
+});

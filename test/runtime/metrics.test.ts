@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../src/runtime/config.js";
+import { createLogger } from "../../src/runtime/logger.js";
+import { type RunningServer, startNodeServer } from "../../src/runtime/node-server.js";
+import { scriptBoundAfter } from "../../src/sim/gateway.js";
+
+let server: RunningServer;
+
+beforeAll(async () => {
+  const config = parseConfig({ PORT: "0", HOST: "127.0.0.1", POLL_INTERVAL_MS: "100", LOG_LEVEL: "silent" });
+  server = await startNodeServer(config, createLogger("silent"));
+});
+afterAll(async () => {
+  await server.stop();
+});
+
+async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe("GET /metrics", () => {
+  it("exposes calls by outcome, latency, streams, polls, events and finished binds without trace labels", async () => {
+    server.simulator?.setScript("m-1", scriptBoundAfter(1));
+    const res = await fetch(`${server.url}/v1/binds`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ trace_id: "m-1", open_id: "open-1", product_key: "pk", user_type: "ilop" }),
+    });
+    expect(res.status).toBe(201);
+    const stream = await fetch(`${server.url}/v1/binds/m-1/events`);
+    const text = await stream.text();
+    expect(text).toContain("event: bound");
+    await until(async () => (await fetch(`${server.url}/v1/binds/m-1`).then((r) => r.json())).final === true);
+
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/bindwatch_checkbind_calls_total\{outcome="waiting"\} 1/);
+    expect(metrics).toMatch(/bindwatch_checkbind_calls_total\{outcome="bound"\} 1/);
+    expect(metrics).toMatch(/bindwatch_checkbind_duration_seconds_count\{outcome="bound"\} 1/);
+    expect(metrics).toMatch(/bindwatch_binds_finished_total\{status="bound"\} 1/);
+    expect(metrics).toMatch(/bindwatch_events_sent_total [1-9]/);
+    expect(metrics).toMatch(/bindwatch_open_streams 0/);
+    expect(metrics).toMatch(/bindwatch_active_polls \d/);
+    expect(metrics).not.toContain("m-1");
+  });
+});
