@@ -117,6 +117,7 @@ export async function startNodeServer(
       );
       if (sim) {
         a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
+        a.get("/favicon.ico", (c) => c.body(null, 204));
         a.route("/sim", createSimulatorControl(sim));
       }
     },

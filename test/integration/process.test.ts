@@ -1,0 +1,298 @@
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { serve } from "@hono/node-server";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { BindState } from "../../src/domain/bind.js";
+import { createTopSimulator, scriptNever, type TopSimulator } from "../../src/sim/gateway.js";
+import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
+import { openSse, type SseReader } from "../support/sse-reader.js";
+
+/*
+ * The built entry (`npm start`) as a real process: what only a process shows —
+ * its log lines, its exit codes, SIGTERM.
+ */
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const ENTRY = join(ROOT, "dist/src/runtime/node-main.js");
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
+    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+beforeAll(() => {
+  // `npm ci` builds dist/ through `prepare`; build it here when it is missing or older than src/.
+  if (existsSync(ENTRY) && statSync(ENTRY).mtimeMs >= newestMtime(join(ROOT, "src"))) return;
+  const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
+  const built = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: ROOT, encoding: "utf8" });
+  if (!existsSync(ENTRY)) throw new Error(`could not build ${ENTRY}:\n${built.stdout}${built.stderr}`);
+}, 120_000);
+
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly trace_id?: string;
+  readonly [key: string]: unknown;
+}
+
+interface RunningProcess {
+  readonly child: ChildProcessWithoutNullStreams;
+  /** Raw stdout lines so far. */
+  readonly lines: string[];
+  readonly stderr: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly url: string;
+}
+
+const children: ChildProcessWithoutNullStreams[] = [];
+const readers: SseReader[] = [];
+
+afterEach(() => {
+  for (const reader of readers.splice(0)) reader.close();
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }
+});
+
+/** A clean environment: nothing of the test runner's leaks in, TOP credentials only when given. */
+function processEnv(env: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env };
+}
+
+function spawnEntry(env: Record<string, string>): {
+  child: ChildProcessWithoutNullStreams;
+  lines: string[];
+  stderr: () => string;
+  exited: RunningProcess["exited"];
+} {
+  const child = spawn(process.execPath, [ENTRY], { cwd: ROOT, env: processEnv(env) });
+  children.push(child);
+  const lines: string[] = [];
+  let partial = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (chunk: string) => {
+    partial += chunk;
+    const parts = partial.split("\n");
+    partial = parts.pop() ?? "";
+    lines.push(...parts.filter((l) => l !== ""));
+  });
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on("exit", (code, signal) => {
+      // Flush stdout before reporting the exit: the last log lines matter.
+      child.stdout.once("end", () => {
+        if (partial !== "") lines.push(partial);
+        resolve({ code, signal });
+      });
+      if (child.stdout.readableEnded) resolve({ code, signal });
+    });
+  });
+  return { child, lines, stderr: () => stderr, exited };
+}
+
+async function startEntry(env: Record<string, string>): Promise<RunningProcess> {
+  const proc = spawnEntry(env);
+  let exited = false;
+  void proc.exited.then(() => {
+    exited = true;
+  });
+  const url = await waitUntil(
+    () => {
+      if (exited) throw new Error(`the process exited before listening:\n${proc.stderr()}${proc.lines.join("\n")}`);
+      for (const line of proc.lines) {
+        const parsed = parseLine(line);
+        if (parsed?.msg === "bindwatch listening" && typeof parsed.url === "string") return parsed.url;
+      }
+      return null;
+    },
+    15_000,
+    "the listening log line",
+  );
+  return { ...proc, url };
+}
+
+function parseLine(line: string): LogLine | null {
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === "object" && value !== null ? (value as LogLine) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function sse(url: string): Promise<SseReader> {
+  const reader = await openSse(url);
+  readers.push(reader);
+  return reader;
+}
+
+/** SIGTERM, then the exit code and how long it took. */
+async function terminate(proc: RunningProcess): Promise<{ code: number | null; ms: number }> {
+  const started = Date.now();
+  proc.child.kill("SIGTERM");
+  const timeout = new Promise<never>((_, reject) => {
+    const timer = setTimeout(() => reject(new Error("no exit within 10 s of SIGTERM")), 10_000);
+    void proc.exited.finally(() => clearTimeout(timer));
+  });
+  const { code } = await Promise.race([proc.exited, timeout]);
+  return { code, ms: Date.now() - started };
+}
+
+// ============================================================================
+
+describe("with TOP credentials, against a gateway double", () => {
+  const APP_KEY = "23456789";
+  const APP_SECRET = "s3cr3t-0f-th3-t0p-app-d0-n0t-l0g";
+  const OPEN_ID = "raw-open-id-AbCdEf-0123456789";
+  let simulator: TopSimulator;
+  let gateway: Server;
+  let gatewayUrl: string;
+
+  beforeAll(async () => {
+    simulator = createTopSimulator({ appKey: APP_KEY, appSecret: APP_SECRET });
+    gateway = serve({ fetch: simulator.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
+    await new Promise<void>((resolve) => gateway.once("listening", () => resolve()));
+    gatewayUrl = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}/router/rest`;
+  });
+  afterAll(async () => {
+    if (!gateway) return;
+    await new Promise<void>((resolve) => {
+      gateway.close(() => resolve());
+      gateway.closeAllConnections();
+    });
+  });
+
+  it("binds over POST + SSE, logs JSON lines with trace_id and no secret or raw open_id, stops on SIGTERM", async () => {
+    const proc = await startEntry({
+      TOP_APP_KEY: APP_KEY,
+      TOP_APP_SECRET: APP_SECRET,
+      TOP_GATEWAY_URL: gatewayUrl,
+      TOP_SIGN_METHOD: "md5",
+      TOP_SESSION: "session-token-do-not-log",
+      POLL_INTERVAL_MS: "200",
+      LOG_LEVEL: "trace",
+    });
+
+    const traceId = newTraceId("proc");
+    simulator.setScript(traceId, [{ kind: "isp_error" }, { kind: "pending" }, { kind: "bound" }]);
+    const created = await postBind(proc.url, bindBody(traceId, { open_id: OPEN_ID, params: { authCode: "c0de" } }));
+    expect(created.status).toBe(201);
+    const reader = await sse(new URL(String(created.json.events_url), proc.url).href);
+    await reader.waitFor((r) => r.ended, 15_000, "the end of the stream");
+    const final = reader.states<BindState>().at(-1);
+    expect(final).toMatchObject({ trace_id: traceId, status: "bound", error: null });
+    // Every call reached the gateway double well signed, with the registered parameters.
+    expect(simulator.stats().rejectedTotal).toBe(0);
+    const calls = simulator.getTrace(traceId).calls;
+    expect(calls.length).toBeGreaterThanOrEqual(3);
+    expect(calls[0]?.params).toMatchObject({ open_id: OPEN_ID, app_key: APP_KEY, sign_method: "md5" });
+
+    // A second trace, cancelled, so that path logs too.
+    const other = newTraceId("proc-cancel");
+    simulator.setScript(other, scriptNever());
+    expect((await postBind(proc.url, bindBody(other, { open_id: OPEN_ID }))).status).toBe(201);
+    expect((await fetch(`${proc.url}/v1/binds/${other}`, { method: "DELETE" })).status).toBe(200);
+
+    const { code, ms } = await terminate(proc);
+    expect(code).toBe(0);
+    expect(ms).toBeLessThan(10_000);
+
+    const parsed = proc.lines.map((line) => ({ line, log: parseLine(line) }));
+    for (const { line, log } of parsed) {
+      expect(log, `not a JSON log line: ${line}`).not.toBeNull();
+      expect(typeof log?.level).toBe("number");
+      expect(typeof log?.msg).toBe("string");
+      expect(line).not.toContain(APP_SECRET);
+      expect(line).not.toContain("session-token-do-not-log");
+      expect(line).not.toContain(OPEN_ID);
+      if (log && typeof log.open_id === "string") expect(log.open_id).toContain("***");
+    }
+    // Every line that is about one of the traces says which, in trace_id.
+    const aboutTrace = parsed.filter(({ line }) => line.includes(traceId) || line.includes(other));
+    expect(aboutTrace.length).toBeGreaterThanOrEqual(2);
+    for (const { line, log } of aboutTrace) {
+      expect([traceId, other], line).toContain(log?.trace_id);
+    }
+    const perTraceMessages = /bind|poll|checkbind|lease|watcher|subscribe|interest|cancel/i;
+    for (const { line, log } of parsed) {
+      if (log && perTraceMessages.test(log.msg) && !/unset|listening|stopp/.test(log.msg)) {
+        expect(log.trace_id, `a line about a trace without trace_id: ${line}`).toEqual(expect.any(String));
+      }
+    }
+    expect(parsed.some(({ log }) => log?.msg === "bind registered" && log.trace_id === traceId)).toBe(true);
+    expect(parsed.some(({ log }) => log?.msg === "bind cancelled" && log.trace_id === other)).toBe(true);
+    expect(parsed.at(-1)?.log?.msg).toBe("stopped");
+  }, 40_000);
+});
+
+// ============================================================================
+
+describe("in simulator mode", () => {
+  it("binds with the default script and, on SIGTERM, ends open streams with a retry hint and exits 0", async () => {
+    const proc = await startEntry({ POLL_INTERVAL_MS: "200", LOG_LEVEL: "info" });
+    expect(proc.lines.some((line) => parseLine(line)?.msg.startsWith("simulator mode") === true)).toBe(true);
+
+    const bound = newTraceId("sim");
+    const created = await postBind(proc.url, bindBody(bound));
+    expect(created.status).toBe(201);
+    const reader = await sse(new URL(String(created.json.events_url), proc.url).href);
+    await reader.waitFor((r) => r.ended, 15_000, "the end of the stream");
+    expect(reader.events.map((e) => e.event)).toContain("pending");
+    expect(reader.events.at(-1)?.event).toBe("bound");
+
+    // A trace that never binds, scripted through the simulator's control API, keeps a stream open.
+    const open = newTraceId("sim-open");
+    const scripted = await fetch(`${proc.url}/sim/traces/${open}/script`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ outcome: "never" }),
+    });
+    expect(scripted.status).toBe(200);
+    expect((await postBind(proc.url, bindBody(open))).status).toBe(201);
+    const watching = await sse(`${proc.url}/v1/binds/${open}/events`);
+    await watching.waitFor((r) => r.events.length >= 1, 5_000, "the current state");
+
+    const { code, ms } = await terminate(proc);
+    expect(code).toBe(0);
+    expect(ms).toBeLessThan(10_000);
+    await watching.done;
+    expect(watching.frames.at(-1)?.retry).toBeGreaterThan(0);
+    expect(watching.events.every((e) => e.event === "pending")).toBe(true);
+  }, 40_000);
+});
+
+// ============================================================================
+
+describe("a bad configuration", () => {
+  it.each([
+    ["POLL_INTERVAL_MS", "abc"],
+    ["PORT", "70000"],
+    ["TOP_SIGN_METHOD", "sha1"],
+    ["TOP_APP_KEY", "only-the-key"],
+    ["LOG_LEVEL", "loud"],
+  ])("%s=%s stops start-up with a message naming the variable", async (name, value) => {
+    const proc = spawnEntry({ [name]: value });
+    const timeout = new Promise<never>((_, reject) => {
+      const timer = setTimeout(() => reject(new Error("the process did not exit")), 10_000);
+      void proc.exited.finally(() => clearTimeout(timer));
+    });
+    const { code } = await Promise.race([proc.exited, timeout]);
+    expect(code).not.toBe(0);
+    expect(code).not.toBeNull();
+    expect(proc.stderr()).toContain(name);
+    expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
+  });
+});
