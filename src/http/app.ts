@@ -47,6 +47,8 @@ export interface AppDeps {
   readonly access?: AccessConfig;
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
+  /** The browser client module's source, served at `/v1/client.js` when given. */
+  readonly clientScript?: string;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
   readonly extend?: (app: Hono) => void;
 }
@@ -136,6 +138,18 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   deps.extend?.(app);
+
+  const clientScript = deps.clientScript;
+  if (clientScript !== undefined) {
+    app.get("/v1/client.js", (c) =>
+      c.body(clientScript, 200, {
+        "content-type": "text/javascript; charset=utf-8",
+        "cache-control": "public, max-age=300",
+        // A page on another origin may import it as a module.
+        "access-control-allow-origin": "*",
+      }),
+    );
+  }
 
   const traceIdOf = (c: Context): string | Response => {
     const id = c.req.param("traceId") ?? "";

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
@@ -23,6 +24,22 @@ export interface RunningServer {
   readonly streams: ReturnType<typeof createStreamRegistry>;
   /** Graceful stop (SPEC §4.6): stop accepting, hand polls over, end streams with a retry hint. */
   stop(): Promise<void>;
+}
+
+/**
+ * The built browser client (dist/src/client/index.js), served at /v1/client.js.
+ * From dist/ it sits beside this file's folder; from the TypeScript sources (tests) under dist/.
+ */
+async function loadClientScript(): Promise<string | undefined> {
+  for (const candidate of ["../client/index.js", "../../dist/src/client/index.js"]) {
+    try {
+      const text = await readFile(new URL(candidate, import.meta.url), "utf8");
+      return text.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+    } catch {
+      // try the next place
+    }
+  }
+  return undefined;
 }
 
 function listen(server: Server): Promise<number> {
@@ -94,6 +111,9 @@ export async function startNodeServer(
   const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
   statsOf = () => service.stats();
   const sim = simulator;
+  const clientScript = await loadClientScript();
+  if (clientScript === undefined)
+    logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
   const app = createApp({
     service,
     streams,
@@ -104,6 +124,7 @@ export async function startNodeServer(
       maxStreams: config.maxStreams,
     },
     observer: metrics.http,
+    ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
     access: {
       apiKeys: config.apiKeys,
