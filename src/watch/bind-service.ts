@@ -66,6 +66,8 @@ interface Driver {
 interface Hub {
   readonly traceId: string;
   readonly watchers: Set<WatcherEntry>;
+  /** The registration, once known here: re-asserted if the store loses it. */
+  registration: BindRegistration | null;
   ready: Promise<void> | null;
   unsubscribe: Unsubscribe | null;
   last: BindState | null;
@@ -120,6 +122,7 @@ export function createBindService(deps: BindServiceDeps) {
       hub = {
         traceId,
         watchers: new Set(),
+        registration: null,
         ready: null,
         unsubscribe: null,
         last: null,
@@ -261,7 +264,17 @@ export function createBindService(deps: BindServiceDeps) {
       try {
         const reg = await coordinator.getRegistration(traceId);
         const stored = reg ? await coordinator.getState(traceId) : null;
-        if (!reg || !stored) return;
+        if (!reg || !stored) {
+          // The store lost a trace this instance still serves (Redis restarted empty):
+          // put back the registration and the newest state seen, and go on polling.
+          if (hub.registration && hub.last && !hub.last.final && hasLocalInterest(hub)) {
+            await coordinator.register(hub.registration, hub.last);
+            logger.warn(log, "trace missing from the store; re-asserted it");
+            continue;
+          }
+          return;
+        }
+        hub.registration = reg;
         const state = await expireIfDue(traceId, stored);
         offer(hub, state);
         if (state.final) return;
@@ -402,6 +415,7 @@ export function createBindService(deps: BindServiceDeps) {
       const result = await coordinator.register(reg, createInitialState(reg, Date.now(), config.bindTimeoutMs));
       if (result.kind === "conflict") return result;
       const hub = hubFor(reg.trace_id);
+      hub.registration = reg;
       let state = result.state;
       try {
         await subscribeHub(hub);

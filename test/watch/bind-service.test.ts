@@ -3,6 +3,7 @@ import type { BindRegistration, BindState } from "../../src/domain/bind.js";
 import type { CheckbindOutcome } from "../../src/domain/outcome.js";
 import type { CheckbindClient } from "../../src/top/client.js";
 import { createBindService, type WatchConfig } from "../../src/watch/bind-service.js";
+import type { Coordinator } from "../../src/watch/coordinator.js";
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
 
 const config: WatchConfig = {
@@ -306,6 +307,31 @@ describe("bind service (in memory, fake timers)", () => {
     await vi.advanceTimersByTimeAsync(10_000);
     expect(service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
     expect(vi.getTimerCount()).toBe(1); // the coordinator's sweeper
+    await service.shutdown();
+  });
+
+  it("re-asserts a trace the store lost (a Redis restarted empty) and still delivers the final event", async () => {
+    const make = () => createMemoryCoordinator({ retentionMs: 1e6, resultTtlMs: 1e5, upstreamQps: 40 });
+    let store = make();
+    // Every call goes to whichever store is current, as a Redis client does across a restart.
+    const coordinator = new Proxy({} as Coordinator, {
+      get:
+        (_t, key: keyof Coordinator) =>
+        (...args: never[]) =>
+          (store[key] as (...a: never[]) => unknown)(...args),
+    });
+    const { client, calls } = scriptedClient((_t, n) => (n >= 6 ? bound : waiting));
+    const service = createBindService({ coordinator, client, config, random: () => 0.5 });
+    await service.register(reg());
+    const states: BindState[] = [];
+    await service.attach("trace-1", 0, (s) => states.push(s));
+    await vi.advanceTimersByTimeAsync(5_000);
+    store = make();
+    expect(await coordinator.getState("trace-1")).toBeNull();
+    await vi.advanceTimersByTimeAsync(15_000);
+    expect(calls.length).toBeGreaterThanOrEqual(6);
+    expect(states.at(-1)?.status).toBe("bound");
+    expect((await coordinator.getState("trace-1"))?.status).toBe("bound");
     await service.shutdown();
   });
 });
