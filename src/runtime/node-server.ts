@@ -13,6 +13,7 @@ import { createTopClient } from "../top/client.js";
 import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
+import { createRedisConnections, createRedisCoordinator, type RedisConnections } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
 
@@ -88,13 +89,26 @@ export async function startNodeServer(
     );
   }
 
-  const coordinator =
-    opts.coordinator ??
-    createMemoryCoordinator({
-      retentionMs: config.bindTimeoutMs + config.resultTtlMs,
-      resultTtlMs: config.resultTtlMs,
-      upstreamQps: config.upstreamQps,
+  const retention = {
+    retentionMs: config.bindTimeoutMs + config.resultTtlMs,
+    resultTtlMs: config.resultTtlMs,
+    upstreamQps: config.upstreamQps,
+  };
+  let redisConnections: RedisConnections | null = null;
+  let coordinator: Coordinator;
+  if (opts.coordinator) coordinator = opts.coordinator;
+  else if (config.redisUrl) {
+    redisConnections = createRedisConnections(config.redisUrl, {
+      onError: (err, connection) =>
+        logger.warn({ err: { message: err.message }, connection }, "redis connection error"),
     });
+    coordinator = createRedisCoordinator({
+      ...retention,
+      redis: redisConnections.redis,
+      subscriber: redisConnections.subscriber,
+      logger,
+    });
+  } else coordinator = createMemoryCoordinator(retention);
   const client = createTopClient({
     gatewayUrl: top.gatewayUrl,
     appKey: top.appKey ?? "",
@@ -169,6 +183,7 @@ export async function startNodeServer(
         await closed;
         clearTimeout(cut);
         await coordinator.close();
+        await redisConnections?.close();
         if (simServer) await closeServer(simServer);
       })();
       return stopping;

@@ -434,6 +434,41 @@ export function createBindService(deps: BindServiceDeps) {
       return { kind: result.kind, state };
     },
 
+    /**
+     * Polls a trace again that this instance lost track of while stored interest still
+     * wants it until `untilMs` — e.g. a Durable Object evicted during the linger and
+     * woken by its alarm. A no-op when a driver already runs or the trace is final.
+     */
+    async resume(traceId: string, untilMs: number): Promise<void> {
+      const hub = hubFor(traceId);
+      let state: BindState | null;
+      try {
+        await subscribeHub(hub);
+        const stored = await coordinator.getState(traceId);
+        state = stored ? await expireIfDue(traceId, stored) : null;
+      } catch (err) {
+        collect(hub);
+        throw err;
+      }
+      if (state) offer(hub, state);
+      if (!state || hub.last?.final || (untilMs <= Date.now() && hub.watchers.size === 0)) {
+        collect(hub);
+        return;
+      }
+      if (untilMs > hub.lingerUntil) {
+        hub.lingerUntil = untilMs;
+        if (hub.lingerTimer) clearTimeout(hub.lingerTimer);
+        hub.lingerTimer = setTimeout(
+          () => {
+            hub.lingerTimer = null;
+            collect(hub);
+          },
+          untilMs - Date.now() + 1,
+        );
+      }
+      ensureDriver(hub);
+    },
+
     /** The stored state, with the deadline applied; `null` when unknown or forgotten. */
     async getState(traceId: string): Promise<BindState | null> {
       const state = await coordinator.getState(traceId);

@@ -28,12 +28,15 @@ export interface Coordinator {
   /**
    * Atomically replaces the state with `mutate(current)`; when the version grows the
    * new state is published to every subscriber on every instance. Resolves to the
-   * stored state afterwards, or `null` for an unknown trace.
+   * stored state afterwards, or `null` for an unknown trace. `mutate` may run more
+   * than once (optimistic engines retry a lost race), so it must be pure.
    */
   updateState(traceId: string, mutate: (current: BindState) => BindState): Promise<BindState | null>;
   /**
-   * Delivers every published state of the trace. Resolves once the subscription is
-   * live, so a read of stored state afterwards cannot miss a change in between.
+   * Delivers published states of the trace. Resolves once the subscription is live,
+   * so a read of stored state afterwards cannot miss a change in between. After a
+   * reconnect an engine re-delivers the stored state, so a listener may see a version
+   * twice (or skip ones superseded meanwhile) and must keep only newer versions.
    */
   subscribe(traceId: string, listener: (state: BindState) => void): Promise<Unsubscribe>;
 

@@ -65,8 +65,14 @@ interface ChannelEntry {
  * Times the port passes (`nowMs`) are the caller's clock; instances' clocks are
  * assumed roughly in sync (see redis-scripts.ts).
  *
+ * Listeners may see a version twice: after the subscriber reconnects, the stored
+ * state of every subscribed trace is delivered again (a change published while it
+ * was away is otherwise lost), so they dedupe by version as the scheduler does.
+ * `mutate` of updateState may run more than once (optimistic retries): keep it pure.
+ *
  * The connections belong to the caller: `close()` drops this coordinator's
- * subscriptions and listeners and leaves both connections open.
+ * subscriptions and listeners and leaves both connections open. Use one coordinator
+ * per subscriber connection and prefix, or one would unsubscribe the other's channels.
  *
  * @example
  * const { redis, subscriber } = createRedisConnections(config.redisUrl, { onError: (err) => log.warn({ err }) });

@@ -35,15 +35,15 @@ export interface StartRedisServerOptions {
   readonly port?: number;
 }
 
-/** A port nobody listens on right now (the OS picks it), optionally with `port + offset` free as well. */
+/**
+ * A port nobody listens on right now (the OS picks it); with `alsoFreeOffset`, `port + offset`
+ * must be free too (a Cluster node's bus port is port + 10000).
+ */
 async function findFreePort(alsoFreeOffset?: number): Promise<number> {
   for (let i = 0; i < 50; i += 1) {
-    const port =
-      alsoFreeOffset === undefined
-        ? await listenOnce(0)
-        : 20_000 + Math.floor(Math.random() * (65_535 - 20_000 - alsoFreeOffset));
+    const port = await listenOnce(0);
     if (alsoFreeOffset === undefined) return port;
-    if ((await isFree(port)) && (await isFree(port + alsoFreeOffset))) return port;
+    if (port + alsoFreeOffset <= 65_535 && (await isFree(port + alsoFreeOffset))) return port;
   }
   throw new Error("no free port found");
 }
@@ -168,6 +168,8 @@ async function waitUntilUp(port: number, spawned: Spawned): Promise<boolean> {
     if (await pingOk(port)) return !dead;
     await delay(20);
   }
+  spawned.child.kill("SIGKILL");
+  await spawned.exited;
   throw new Error(`redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms`);
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { Cluster } from "ioredis";
 import { setTimeout as delay } from "node:timers/promises";
+import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { createInitialState } from "../../src/domain/state.js";

@@ -114,7 +114,7 @@ describe("Redis coordinator", () => {
     expect(await subscribers()).toBe(0);
     expect(received.map((s) => s.version)).not.toContain(next?.version);
 
-    await waitFor(() => received.length > 0, "the re-read after reconnecting");
+    await waitFor(() => received.some((s) => s.version === next?.version), "the re-read after reconnecting");
     expect(received.at(-1)).toEqual(next);
     expect(await subscribers()).toBe(1);
 
