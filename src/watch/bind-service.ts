@@ -58,6 +58,8 @@ interface WatcherEntry {
 
 interface Driver {
   readonly controller: AbortController;
+  /** Cuts the wait for the lease short: the holder released it. */
+  wake: (() => void) | null;
   token: string | null;
   renewTimer: ReturnType<typeof setInterval> | null;
   done: Promise<void>;
@@ -140,7 +142,11 @@ export function createBindService(deps: BindServiceDeps) {
 
   function subscribeHub(hub: Hub): Promise<void> {
     hub.ready ??= coordinator
-      .subscribe(hub.traceId, (state) => offer(hub, state))
+      .subscribe(hub.traceId, (state) => {
+        offer(hub, state);
+        // A re-published state with no new version follows a lease release: compete now.
+        hub.driver?.wake?.();
+      })
       .then((unsubscribe) => {
         if (hubs.get(hub.traceId) !== hub) void unsubscribe();
         else hub.unsubscribe = unsubscribe;
@@ -227,6 +233,7 @@ export function createBindService(deps: BindServiceDeps) {
     if (hub.driver || stopping || hub.last?.final) return;
     const driver: Driver = {
       controller: new AbortController(),
+      wake: null,
       token: null,
       renewTimer: null,
       done: Promise.resolve(),
@@ -285,7 +292,7 @@ export function createBindService(deps: BindServiceDeps) {
         if (!driver.token) {
           driver.token = await coordinator.acquireLease(traceId, leaseTtlMs);
           if (!driver.token) {
-            await sleep(leaseRetryMs, signal);
+            await waitForLease(driver, signal);
             continue;
           }
           logger.debug(log, "poll lease acquired");
@@ -312,6 +319,19 @@ export function createBindService(deps: BindServiceDeps) {
           return;
         }
       }
+    }
+  }
+
+  /** Waits one retry period for another try at the lease, or less when its release is announced. */
+  async function waitForLease(driver: Driver, signal: AbortSignal): Promise<void> {
+    const woken = new AbortController();
+    driver.wake = () => woken.abort();
+    try {
+      await sleep(leaseRetryMs, AbortSignal.any([signal, woken.signal]));
+    } catch (err) {
+      if (!woken.signal.aborted || signal.aborted) throw err;
+    } finally {
+      driver.wake = null;
     }
   }
 

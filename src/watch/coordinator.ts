@@ -49,7 +49,10 @@ export interface Coordinator {
   acquireLease(traceId: string, ttlMs: number): Promise<string | null>;
   /** Extends the lease only while `token` still holds it. */
   renewLease(traceId: string, token: string, ttlMs: number): Promise<boolean>;
-  /** Gives the lease up only while `token` still holds it. */
+  /**
+   * Gives the lease up only while `token` still holds it, and then re-publishes the
+   * current state so that other instances waiting for the lease try at once.
+   */
   releaseLease(traceId: string, token: string): Promise<void>;
   /**
    * Records the start of a call when `token` holds the lease and the previous call

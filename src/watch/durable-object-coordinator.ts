@@ -134,7 +134,9 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     },
 
     getState(traceId) {
-      return serial(async () => ((await live(traceId)) ? ((await storage.get<BindState>(keys.state(traceId))) ?? null) : null));
+      return serial(async () =>
+        (await live(traceId)) ? ((await storage.get<BindState>(keys.state(traceId))) ?? null) : null,
+      );
     },
 
     updateState(traceId, mutate) {

@@ -143,7 +143,10 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
 
     async releaseLease(traceId, token) {
       const record = live(traceId);
-      if (record?.lease?.token === token) record.lease = null;
+      if (record?.lease?.token === token) {
+        record.lease = null;
+        publish(record, record.state);
+      }
     },
 
     async beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {

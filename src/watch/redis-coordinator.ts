@@ -328,7 +328,7 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
 
     async releaseLease(traceId, token) {
       const k = keys.trace(traceId);
-      await store("release lease", () => scripts.releaseLease([k.lease], [token]));
+      await store("release lease", () => scripts.releaseLease([k.lease, k.state, k.events], [token]));
     },
 
     async beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {

@@ -91,13 +91,18 @@ return 0
 `;
 
 /**
- * KEYS: 1 lease
+ * KEYS: 1 lease, 2 state, 3 events channel
  * ARGV: 1 token
  * Returns: 1 released, 0 the token did not hold the lease (a successor's lease is left alone)
+ * On release the current state is published again (same version, so watchers ignore it):
+ * instances waiting for the lease take that as the signal to try at once, and a poll
+ * handed over on SIGTERM resumes without waiting out a retry period.
  */
 const RELEASE_LEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  local state = redis.call('GET', KEYS[2])
+  if state then redis.call('SPUBLISH', KEYS[3], state) end
   return 1
 end
 return 0
@@ -202,7 +207,7 @@ export interface CoordinatorScripts {
   updateState(keys: [string, string], args: [string, string, "0" | "1", "0" | "1", number, string]): Promise<unknown>;
   acquireLease(keys: [string, string], args: [string, number]): Promise<unknown>;
   renewLease(keys: [string], args: [string, number]): Promise<unknown>;
-  releaseLease(keys: [string], args: [string]): Promise<unknown>;
+  releaseLease(keys: [string, string, string], args: [string]): Promise<unknown>;
   beginCall(keys: [string, string], args: [string, number, number, number]): Promise<unknown>;
   takePermit(keys: [string, string], args: [number, number, number, number]): Promise<unknown>;
   banUpstream(keys: [string], args: [number, number]): Promise<unknown>;
@@ -215,7 +220,7 @@ const SCRIPTS: Record<keyof CoordinatorScripts, { readonly lua: string; readonly
   updateState: { lua: UPDATE_STATE, keys: 2 },
   acquireLease: { lua: ACQUIRE_LEASE, keys: 2 },
   renewLease: { lua: RENEW_LEASE, keys: 1 },
-  releaseLease: { lua: RELEASE_LEASE, keys: 1 },
+  releaseLease: { lua: RELEASE_LEASE, keys: 3 },
   beginCall: { lua: BEGIN_CALL, keys: 2 },
   takePermit: { lua: TAKE_PERMIT, keys: 2 },
   banUpstream: { lua: BAN_UPSTREAM, keys: 1 },

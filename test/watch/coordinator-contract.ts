@@ -279,6 +279,19 @@ export function describeCoordinatorContract(
         expect(await b.renewLease(traceId, successor!, 30_000)).toBe(true);
       });
 
+      it("announces its release to subscribers by re-publishing the current state", async () => {
+        const { a, b } = await open();
+        const { traceId, state } = await registered(a);
+        const token = await a.acquireLease(traceId, 10_000);
+        const seen: BindState[] = [];
+        const unsubscribe = await b.subscribe(traceId, (s) => seen.push(s));
+        await a.releaseLease(traceId, "not-the-token");
+        await a.releaseLease(traceId, token!);
+        await waitFor(() => seen.length > 0, "the release announcement");
+        expect(seen).toEqual([state]);
+        await unsubscribe();
+      });
+
       it("held via one instance blocks the other", async (ctx) => {
         const { a, second } = await open();
         if (!second) return ctx.skip();

@@ -1,0 +1,480 @@
+// The edge runtime: the Cloudflare Worker entry and its Durable Object classes.
+//
+//   Worker (stateless)      the shared Hono app: validates POST /v1/binds and hands the
+//                           registration to the trace's object over RPC; forwards every
+//                           other /v1/binds/{trace_id} request to that object.
+//   BindObject              one per trace_id (idFromName): the single-flight poller and
+//                           fan-out hub of its trace. Runs the shared app and BindService
+//                           over a Durable Object coordinator on its own storage; holds
+//                           the trace's SSE streams and long-polls; its alarm keeps
+//                           polling alive without an open request and deletes the
+//                           storage after RESULT_TTL_MS.
+//   BudgetObject            one for the deployment ("global"): hands out UPSTREAM_QPS
+//                           call permits and holds TOP rate-limit bans.
+//   TopSimulatorObject      simulator mode only: the TOP gateway simulator and its
+//                           control API, reached by the TOP client through its stub.
+import { DurableObject } from "cloudflare:workers";
+import { type Context, Hono, type Next } from "hono";
+import type { BindRegistration } from "../domain/bind.js";
+import type { Logger } from "../domain/logger.js";
+import type { CheckbindOutcome } from "../domain/outcome.js";
+import { deadlineOf } from "../domain/state.js";
+import { type AccessConfig, createApp, type HttpConfig } from "../http/app.js";
+import { createStreamRegistry } from "../http/sse.js";
+import { isValidTraceId } from "../http/validation.js";
+import { createSimulatorControl } from "../sim/control.js";
+import { renderDemoPage } from "../sim/demo-page.js";
+import { createTopSimulator } from "../sim/gateway.js";
+import { type CheckbindClient, createTopClient } from "../top/client.js";
+import { type BindService, createBindService } from "../watch/bind-service.js";
+import type { Permit, RegisterResult } from "../watch/coordinator.js";
+import {
+  type CallBudget,
+  createDurableCallBudget,
+  createDurableObjectCoordinator,
+  type DurableObjectCoordinator,
+  type DurableStorage,
+} from "../watch/durable-object-coordinator.js";
+import { type Config, ConfigError, parseConfig } from "./config.js";
+
+// ---- the platform, as far as bindwatch uses it ------------------------------
+// (@cloudflare/workers-types' globals clash with the DOM typings of the Node build.)
+
+export interface DurableObjectStorageApi extends DurableStorage {
+  getAlarm(): Promise<number | null>;
+  setAlarm(scheduledTime: number): Promise<void>;
+  deleteAlarm(): Promise<void>;
+  deleteAll(): Promise<void>;
+}
+
+export interface DurableObjectStateApi {
+  readonly id: { toString(): string };
+  readonly storage: DurableObjectStorageApi;
+  blockConcurrencyWhile<T>(callback: () => Promise<T>): Promise<T>;
+}
+
+export interface DurableObjectNamespaceApi<Stub> {
+  idFromName(name: string): unknown;
+  get(id: unknown): Stub;
+}
+
+/** What a caller can do with a trace's object: HTTP requests and the RPC methods below. */
+export interface BindObjectStub {
+  fetch(request: Request): Promise<Response>;
+  register(reg: BindRegistration): Promise<RegisterResult>;
+}
+
+export interface BudgetObjectStub extends CallBudget {}
+
+export interface TopSimulatorObjectStub {
+  fetch(request: Request): Promise<Response>;
+  credentials(): Promise<{ appKey: string; appSecret: string }>;
+}
+
+/** The Worker's bindings (wrangler.toml) plus its vars and secrets (strings). */
+export interface EdgeEnv {
+  readonly BINDS: DurableObjectNamespaceApi<BindObjectStub>;
+  readonly BUDGET: DurableObjectNamespaceApi<BudgetObjectStub>;
+  readonly SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
+  readonly [variable: string]: unknown;
+}
+
+/** The name of the one budget object of the deployment. */
+export const BUDGET_OBJECT_NAME = "global";
+const SIMULATOR_OBJECT_NAME = "simulator";
+/** The simulator is reached through its object's stub; the host only has to be a valid URL. */
+const SIMULATOR_GATEWAY_URL = "http://top-simulator.internal/router/rest";
+
+function bindStub(env: EdgeEnv, traceId: string): BindObjectStub {
+  return env.BINDS.get(env.BINDS.idFromName(traceId));
+}
+
+function budgetStub(env: EdgeEnv): BudgetObjectStub {
+  return env.BUDGET.get(env.BUDGET.idFromName(BUDGET_OBJECT_NAME));
+}
+
+function simulatorStub(env: EdgeEnv): TopSimulatorObjectStub {
+  return env.SIMULATOR.get(env.SIMULATOR.idFromName(SIMULATOR_OBJECT_NAME));
+}
+
+/** Responses of a stub have immutable headers; the app's middleware (CORS, referrer-policy) sets some. */
+function mutable(response: Response): Response {
+  return new Response(response.body, response);
+}
+
+// ---- configuration and logging ------------------------------------------------
+
+const configs = new WeakMap<object, Config>();
+
+/** Wrangler vars and secrets are the string-valued entries of `env`; bindings are not. */
+export function configOf(env: EdgeEnv): Config {
+  let config = configs.get(env);
+  if (!config) {
+    const vars: Record<string, string> = {};
+    for (const [name, value] of Object.entries(env)) if (typeof value === "string") vars[name] = value;
+    config = parseConfig(vars);
+    configs.set(env, config);
+  }
+  return config;
+}
+
+function httpConfigOf(config: Config): HttpConfig {
+  return {
+    heartbeatMs: config.heartbeatMs,
+    sseRetryMs: Math.max(1000, config.pollIntervalMs),
+    maxStreams: config.maxStreams,
+  };
+}
+
+function accessOf(config: Config): AccessConfig {
+  return {
+    apiKeys: config.apiKeys,
+    watchTokenSecret: config.watchTokenSecret,
+    tokenGraceMs: config.resultTtlMs,
+    corsOrigins: config.corsOrigins,
+  };
+}
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: 99 };
+const SECRET_KEYS = new Set(["app_secret", "appSecret", "secret", "token", "authorization", "api_key", "sign", "session"]);
+
+/** JSON lines on the console (Workers Logs); pino's redaction rules, without pino. */
+function createConsoleLogger(level: string): Logger {
+  const threshold = LEVELS[level] ?? LEVELS.info!;
+  const clean = (value: unknown, depth = 0): unknown => {
+    if (value instanceof Error) return { name: value.name, message: value.message };
+    if (typeof value !== "object" || value === null || depth > 3) return value;
+    const out: Record<string, unknown> = {};
+    for (const [key, inner] of Object.entries(value)) {
+      if (SECRET_KEYS.has(key)) out[key] = "[redacted]";
+      else if (key === "open_id" && typeof inner === "string")
+        out[key] = inner.length <= 4 ? "***" : `${inner.slice(0, 2)}***${inner.slice(-2)}`;
+      else out[key] = clean(inner, depth + 1);
+    }
+    return out;
+  };
+  const write = (name: string, obj: object, msg?: string) => {
+    if ((LEVELS[name] ?? 0) < threshold) return;
+    const line = JSON.stringify({ level: name, service: "bindwatch", ...(clean(obj) as object), msg });
+    if (name === "error") console.error(line);
+    else if (name === "warn") console.warn(line);
+    else console.log(line);
+  };
+  return {
+    debug: (obj, msg) => write("debug", obj, msg),
+    info: (obj, msg) => write("info", obj, msg),
+    warn: (obj, msg) => write("warn", obj, msg),
+    error: (obj, msg) => write("error", obj, msg),
+  };
+}
+
+function configErrorResponse(err: ConfigError): Response {
+  console.error(JSON.stringify({ level: "error", service: "bindwatch", msg: `bad configuration: ${err.message}` }));
+  return Response.json(
+    { error: { code: "internal", message: `bad configuration: ${err.message}`, field: err.variable } },
+    { status: 500 },
+  );
+}
+
+// ---- the TOP client --------------------------------------------------------------
+
+function createEdgeTopClient(env: EdgeEnv, config: Config, logger: Logger): CheckbindClient {
+  const options = {
+    timeoutMs: config.top.timeoutMs,
+    signMethod: config.top.signMethod,
+    terminalRetCodes: config.terminalRetCodes,
+    ...(config.top.session === undefined ? {} : { session: config.top.session }),
+  };
+  if (!config.simulator) {
+    return createTopClient({
+      ...options,
+      gatewayUrl: config.top.gatewayUrl,
+      appKey: config.top.appKey ?? "",
+      appSecret: config.top.appSecret ?? "",
+    });
+  }
+  // Simulator mode (SPEC §6): the same client, signing and parsing, with its fetch
+  // going to the simulator's object instead of the network.
+  let client: Promise<CheckbindClient> | null = null;
+  const connect = async (): Promise<CheckbindClient> => {
+    const { appKey, appSecret } = await simulatorStub(env).credentials();
+    return createTopClient({
+      ...options,
+      gatewayUrl: SIMULATOR_GATEWAY_URL,
+      appKey,
+      appSecret,
+      fetch: (input, init) => simulatorStub(env).fetch(new Request(input, init)),
+    });
+  };
+  return {
+    async checkbind(reg, signal): Promise<CheckbindOutcome> {
+      try {
+        client ??= connect();
+        return await (await client).checkbind(reg, signal);
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        client = null;
+        logger.warn({ err }, "simulator unreachable");
+        return { kind: "transient", message: "the TOP simulator is unreachable", requestId: "" };
+      }
+    },
+  };
+}
+
+// ---- the Worker --------------------------------------------------------------------
+
+/**
+ * The Worker's view of the service: registration goes to the trace's object over
+ * RPC. Every other route that touches a trace is forwarded to that object before
+ * the shared routes see it, so the remaining members are never reached here.
+ */
+function createFrontService(env: EdgeEnv): BindService {
+  const elsewhere = async (): Promise<never> => {
+    throw new Error("served by the trace's Durable Object");
+  };
+  return {
+    instanceId: "edge-worker",
+    register: (reg: BindRegistration) => bindStub(env, reg.trace_id).register(reg),
+    resume: elsewhere,
+    getState: elsewhere,
+    attach: elsewhere,
+    waitForChange: elsewhere,
+    cancel: elsewhere,
+    stats: () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 }),
+    shutdown: async () => {},
+  };
+}
+
+function createWorkerApp(env: EdgeEnv, config: Config): Hono {
+  const logger = createConsoleLogger(config.logLevel);
+  if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
+  if (!config.watchTokenSecret) logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
+  return createApp({
+    service: createFrontService(env),
+    streams: createStreamRegistry(),
+    config: httpConfigOf(config),
+    logger,
+    access: accessOf(config),
+    extend: (app) => {
+      // Everything about one trace happens in its object: streams, long-polls, cancel.
+      // An invalid trace_id falls through to the shared routes, which answer 400.
+      const forward = async (c: Context, next: Next) => {
+        const traceId = c.req.param("traceId") ?? "";
+        if (!isValidTraceId(traceId)) return next();
+        return mutable(await bindStub(env, traceId).fetch(c.req.raw));
+      };
+      app.all("/v1/binds/:traceId/events", forward);
+      app.all("/v1/binds/:traceId", forward);
+      if (config.simulator) {
+        app.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo (edge)" })));
+        app.get("/favicon.ico", (c) => c.body(null, 204));
+        app.all("/sim/*", async (c) => mutable(await simulatorStub(env).fetch(c.req.raw)));
+      }
+    },
+  });
+}
+
+const workerApps = new WeakMap<object, Hono>();
+
+export default {
+  fetch(request: Request, env: EdgeEnv, ctx: unknown): Response | Promise<Response> {
+    let app = workerApps.get(env);
+    if (!app) {
+      try {
+        app = createWorkerApp(env, configOf(env));
+      } catch (err) {
+        if (err instanceof ConfigError) return configErrorResponse(err);
+        throw err;
+      }
+      workerApps.set(env, app);
+    }
+    return app.fetch(request, env, ctx as never);
+  },
+};
+
+// ---- one object per trace ---------------------------------------------------------
+
+/** Storage key of the trace this object serves (set by the first registration). */
+const TRACE_KEY = "object:trace-id";
+
+interface TraceRuntime {
+  readonly config: Config;
+  readonly coordinator: DurableObjectCoordinator;
+  readonly service: BindService;
+  readonly app: Hono;
+  /** How often the alarm checks on polling while the trace is wanted. */
+  readonly watchdogMs: number;
+}
+
+/**
+ * The Durable Object of one trace_id: the single-flight poller and the fan-out hub
+ * of its trace. Every watcher of the trace is connected here, so single flight
+ * is a matter of one object; the poll driver runs on timers while the object is
+ * in memory, and the alarm restarts it when the object was evicted meanwhile.
+ */
+export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> implements BindObjectStub {
+  #runtime: TraceRuntime | null = null;
+
+  private runtime(): TraceRuntime {
+    if (this.#runtime) return this.#runtime;
+    const config = configOf(this.env);
+    const logger = createConsoleLogger(config.logLevel);
+    const env = this.env;
+    const coordinator = createDurableObjectCoordinator({
+      storage: this.ctx.storage,
+      // Resolved per call: a stub belongs to the request that made it.
+      budget: {
+        takeCallPermit: (nowMs) => budgetStub(env).takeCallPermit(nowMs),
+        banUpstream: (untilMs) => budgetStub(env).banUpstream(untilMs),
+      },
+      retentionMs: config.bindTimeoutMs + config.resultTtlMs,
+      resultTtlMs: config.resultTtlMs,
+    });
+    const service = createBindService({
+      coordinator,
+      client: createEdgeTopClient(env, config, logger),
+      config,
+      logger,
+      instanceId: this.ctx.id.toString(),
+    });
+    const app = createApp({
+      service,
+      streams: createStreamRegistry(),
+      config: httpConfigOf(config),
+      logger,
+      // CORS is answered once, by the Worker, for every route.
+      access: { ...accessOf(config), corsOrigins: [] },
+    });
+    // The takeover time of SPEC §4.4: an evicted poller is back within it.
+    const watchdogMs = Math.max(3 * config.pollIntervalMs, 5_000);
+    this.#runtime = { config, coordinator, service, app, watchdogMs };
+    return this.#runtime;
+  }
+
+  /** RPC from the Worker: registers the trace here and starts polling it (SPEC §3 POST). */
+  async register(reg: BindRegistration): Promise<RegisterResult> {
+    const { service } = this.runtime();
+    await this.ctx.storage.put(TRACE_KEY, reg.trace_id);
+    const result = await service.register(reg);
+    await this.planAlarm();
+    return result;
+  }
+
+  /** The trace's routes of the shared app: SSE, long-poll, DELETE. */
+  async fetch(request: Request): Promise<Response> {
+    const response = await this.runtime().app.fetch(request);
+    // A watcher may have restarted polling: the alarm must watch over it again.
+    await this.planAlarm();
+    return response;
+  }
+
+  /** Keeps polling alive while the trace is wanted, applies the deadline, forgets the trace after its retention. */
+  async alarm(): Promise<void> {
+    const traceId = await this.ctx.storage.get<string>(TRACE_KEY);
+    if (traceId === undefined) {
+      await this.ctx.storage.deleteAll();
+      return;
+    }
+    const { coordinator, service } = this.runtime();
+    const schedule = await coordinator.inspect(traceId);
+    if (schedule && !schedule.state.final) {
+      await service.getState(traceId); // → expired once past the deadline
+      if (schedule.interestUntilMs > Date.now()) await service.resume(traceId, schedule.interestUntilMs);
+    }
+    await this.planAlarm();
+  }
+
+  /** Numbers for tests and operators: watchers attached here and whether a driver runs. */
+  stats(): ReturnType<BindService["stats"]> {
+    return this.runtime().service.stats();
+  }
+
+  /**
+   * One alarm per object, re-armed on every visit: every `watchdogMs` while someone
+   * wants the trace polled; otherwise at the deadline (to expire it) and at the end
+   * of its retention, when everything stored is deleted.
+   */
+  private async planAlarm(): Promise<void> {
+    const traceId = await this.ctx.storage.get<string>(TRACE_KEY);
+    if (traceId === undefined) return;
+    const { coordinator, watchdogMs } = this.runtime();
+    const schedule = await coordinator.inspect(traceId);
+    if (!schedule) {
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+      return;
+    }
+    const now = Date.now();
+    let at: number;
+    if (schedule.state.final) at = schedule.expiresAtMs;
+    else if (schedule.interestUntilMs > now) at = now + watchdogMs;
+    else at = Math.min(deadlineOf(schedule.state), schedule.expiresAtMs);
+    await this.ctx.storage.setAlarm(Math.max(at, now + 1));
+  }
+}
+
+// ---- the deployment-wide budget ------------------------------------------------------
+
+/** The one object (`idFromName("global")`) that holds UPSTREAM_QPS and TOP bans for every trace. */
+export class BudgetObject extends DurableObject<EdgeEnv, DurableObjectStateApi> implements BudgetObjectStub {
+  #budget: CallBudget | null = null;
+
+  private budget(): CallBudget {
+    this.#budget ??= createDurableCallBudget({
+      storage: this.ctx.storage,
+      upstreamQps: configOf(this.env).upstreamQps,
+    });
+    return this.#budget;
+  }
+
+  takeCallPermit(nowMs: number): Promise<Permit> {
+    return this.budget().takeCallPermit(nowMs);
+  }
+
+  banUpstream(untilMs: number): Promise<void> {
+    return this.budget().banUpstream(untilMs);
+  }
+}
+
+// ---- simulator mode ---------------------------------------------------------------------
+
+const SIMULATOR_SECRET_KEY = "simulator:app-secret";
+
+/**
+ * Simulator mode's TOP gateway (SPEC §6), one object for the deployment: the gateway
+ * at /router/rest for the TOP client, the control API at /sim/* for the demo page.
+ * Scripts and call logs live in memory, like the Node simulator's; the app secret
+ * is stored so that every trace's client signs with the same one.
+ */
+export class TopSimulatorObject
+  extends DurableObject<EdgeEnv, DurableObjectStateApi>
+  implements TopSimulatorObjectStub
+{
+  #ready: Promise<{ app: Hono; appKey: string; appSecret: string }> | null = null;
+
+  private ready() {
+    this.#ready ??= this.ctx.blockConcurrencyWhile(async () => {
+      let appSecret = await this.ctx.storage.get<string>(SIMULATOR_SECRET_KEY);
+      if (appSecret === undefined) {
+        appSecret = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+        await this.ctx.storage.put(SIMULATOR_SECRET_KEY, appSecret);
+      }
+      const appKey = "sim-app-key";
+      const sim = createTopSimulator({ appKey, appSecret });
+      const app = new Hono();
+      app.route("/sim", createSimulatorControl(sim));
+      app.all("*", (c) => sim.fetch(c.req.raw));
+      return { app, appKey, appSecret };
+    });
+    return this.#ready;
+  }
+
+  async credentials(): Promise<{ appKey: string; appSecret: string }> {
+    const { appKey, appSecret } = await this.ready();
+    return { appKey, appSecret };
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    return (await this.ready()).app.fetch(request);
+  }
+}
