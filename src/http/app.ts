@@ -68,8 +68,15 @@ export function createApp(deps: AppDeps): Hono {
   app.use(async (c, next) => {
     const started = Date.now();
     await next();
+    const traceId = /^\/v1\/binds\/([^/]+)/.exec(c.req.path)?.[1];
     logger.debug(
-      { method: c.req.method, url: redactUrl(c.req.url), status: c.res.status, ms: Date.now() - started },
+      {
+        method: c.req.method,
+        url: redactUrl(c.req.url),
+        status: c.res.status,
+        ms: Date.now() - started,
+        ...(traceId && isValidTraceId(traceId) ? { trace_id: traceId } : {}),
+      },
       "request",
     );
     // Watch tokens may travel in URLs; keep them out of Referer headers.

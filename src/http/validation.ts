@@ -19,12 +19,33 @@ const registrationSchema = z.strictObject({
   params: z.record(z.string(), z.unknown()).optional(),
 });
 
+/** `params` is forwarded to TOP as JSON; real ones are flat, and deep nesting would only cost stack. */
+const MAX_PARAMS_DEPTH = 32;
+
+/** Nesting depth of a parsed JSON value, counted without recursion (the input may be hostile). */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== "object") continue;
+    max = Math.max(max, d);
+    if (max > MAX_PARAMS_DEPTH) return max;
+    for (const child of Object.values(v)) stack.push([child, d + 1]);
+  }
+  return max;
+}
+
 export type Validation<T> = { ok: true; value: T } | { ok: false; field: string | undefined; message: string };
 
 /** Validates a parsed JSON body; on failure names the first field at fault. */
 export function parseRegistration(body: unknown): Validation<BindRegistration> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     return { ok: false, field: undefined, message: "body must be a JSON object" };
+  }
+  const params = (body as { params?: unknown }).params;
+  if (params !== undefined && depthOf(params) > MAX_PARAMS_DEPTH) {
+    return { ok: false, field: "params", message: `params must not nest deeper than ${MAX_PARAMS_DEPTH} levels` };
   }
   const result = registrationSchema.safeParse(body);
   if (result.success) {

@@ -157,6 +157,9 @@ describe("with TOP credentials, against a gateway double", () => {
   const APP_KEY = "23456789";
   const APP_SECRET = "s3cr3t-0f-th3-t0p-app-d0-n0t-l0g";
   const OPEN_ID = "raw-open-id-AbCdEf-0123456789";
+  const API_KEY = "api-key-0f-th3-backend-d0-n0t-l0g";
+  const WATCH_TOKEN_SECRET = "watch-token-secret-d0-n0t-l0g";
+  const auth = { authorization: `Bearer ${API_KEY}` };
   let simulator: TopSimulator;
   let gateway: Server;
   let gatewayUrl: string;
@@ -175,21 +178,28 @@ describe("with TOP credentials, against a gateway double", () => {
     });
   });
 
-  it("binds over POST + SSE, logs JSON lines with trace_id and no secret or raw open_id, stops on SIGTERM", async () => {
+  it("binds over POST + SSE; logs JSON lines with trace_id and no secret, key, token or raw open_id; stops on SIGTERM", async () => {
     const proc = await startEntry({
       TOP_APP_KEY: APP_KEY,
       TOP_APP_SECRET: APP_SECRET,
       TOP_GATEWAY_URL: gatewayUrl,
       TOP_SIGN_METHOD: "md5",
       TOP_SESSION: "session-token-do-not-log",
+      API_KEYS: `other-key-1,${API_KEY}`,
+      WATCH_TOKEN_SECRET,
       POLL_INTERVAL_MS: "200",
       LOG_LEVEL: "trace",
     });
 
     const traceId = newTraceId("proc");
     simulator.setScript(traceId, [{ kind: "isp_error" }, { kind: "pending" }, { kind: "bound" }]);
-    const created = await postBind(proc.url, bindBody(traceId, { open_id: OPEN_ID, params: { authCode: "c0de" } }));
+    const body = bindBody(traceId, { open_id: OPEN_ID, params: { authCode: "c0de" } });
+    const wrongKey = await postBind(proc.url, body, { authorization: "Bearer wrong-key-d0-n0t-l0g" });
+    expect(wrongKey.status).toBe(401);
+    const created = await postBind(proc.url, body, auth);
     expect(created.status).toBe(201);
+    const token = String(created.json.token);
+    expect(String(created.json.events_url)).toContain(`token=${encodeURIComponent(token)}`);
     const reader = await sse(new URL(String(created.json.events_url), proc.url).href);
     await reader.waitFor((r) => r.ended, 15_000, "the end of the stream");
     const final = reader.states<BindState>().at(-1);
@@ -203,35 +213,52 @@ describe("with TOP credentials, against a gateway double", () => {
     // A second trace, cancelled, so that path logs too.
     const other = newTraceId("proc-cancel");
     simulator.setScript(other, scriptNever());
-    expect((await postBind(proc.url, bindBody(other, { open_id: OPEN_ID }))).status).toBe(201);
-    expect((await fetch(`${proc.url}/v1/binds/${other}`, { method: "DELETE" })).status).toBe(200);
+    const otherCreated = await postBind(proc.url, bindBody(other, { open_id: OPEN_ID }), auth);
+    expect(otherCreated.status).toBe(201);
+    // A watch token opens its own trace only.
+    const foreign = await fetch(`${proc.url}/v1/binds/${other}?token=${encodeURIComponent(token)}`);
+    expect(foreign.status).toBe(403);
+    const waited = await fetch(new URL(String(otherCreated.json.wait_url).replace("wait=30", "wait=0"), proc.url));
+    expect(waited.status).toBe(200);
+    expect((await fetch(`${proc.url}/v1/binds/${other}`, { method: "DELETE", headers: auth })).status).toBe(200);
 
     const { code, ms } = await terminate(proc);
     expect(code).toBe(0);
     expect(ms).toBeLessThan(10_000);
 
     const parsed = proc.lines.map((line) => ({ line, log: parseLine(line) }));
-    for (const { line, log } of parsed) {
-      expect(log, `not a JSON log line: ${line}`).not.toBeNull();
-      expect(typeof log?.level).toBe("number");
-      expect(typeof log?.msg).toBe("string");
-      expect(line).not.toContain(APP_SECRET);
-      expect(line).not.toContain("session-token-do-not-log");
-      expect(line).not.toContain(OPEN_ID);
-      if (log && typeof log.open_id === "string") expect(log.open_id).toContain("***");
-    }
+    expect(parsed.length).toBeGreaterThan(5);
+    // Each check lists every offending line, so one failure shows them all.
+    expect(
+      parsed.filter(({ log }) => log === null || typeof log.level !== "number" || typeof log.msg !== "string"),
+    ).toEqual([]);
+    const secrets = [
+      APP_SECRET,
+      "session-token-do-not-log",
+      OPEN_ID,
+      API_KEY,
+      "wrong-key-d0-n0t-l0g",
+      WATCH_TOKEN_SECRET,
+      token,
+      String(otherCreated.json.token),
+    ];
+    expect(parsed.filter(({ line }) => secrets.some((secret) => line.includes(secret))).map((p) => p.line)).toEqual([]);
+    expect(
+      parsed.filter(({ log }) => typeof log?.open_id === "string" && !log.open_id.includes("***")).map((p) => p.line),
+    ).toEqual([]);
     // Every line that is about one of the traces says which, in trace_id.
     const aboutTrace = parsed.filter(({ line }) => line.includes(traceId) || line.includes(other));
     expect(aboutTrace.length).toBeGreaterThanOrEqual(2);
-    for (const { line, log } of aboutTrace) {
-      expect([traceId, other], line).toContain(log?.trace_id);
-    }
+    expect(
+      aboutTrace.filter(({ log }) => log?.trace_id !== traceId && log?.trace_id !== other).map((p) => p.line),
+    ).toEqual([]);
     const perTraceMessages = /bind|poll|checkbind|lease|watcher|subscribe|interest|cancel/i;
-    for (const { line, log } of parsed) {
-      if (log && perTraceMessages.test(log.msg) && !/unset|listening|stopp/.test(log.msg)) {
-        expect(log.trace_id, `a line about a trace without trace_id: ${line}`).toEqual(expect.any(String));
-      }
-    }
+    expect(
+      parsed
+        .filter(({ log }) => log && perTraceMessages.test(log.msg) && !/unset|listening|stopp/.test(log.msg))
+        .filter(({ log }) => typeof log?.trace_id !== "string")
+        .map((p) => p.line),
+    ).toEqual([]);
     expect(parsed.some(({ log }) => log?.msg === "bind registered" && log.trace_id === traceId)).toBe(true);
     expect(parsed.some(({ log }) => log?.msg === "bind cancelled" && log.trace_id === other)).toBe(true);
     expect(parsed.at(-1)?.log?.msg).toBe("stopped");

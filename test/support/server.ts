@@ -105,10 +105,11 @@ export function bindBody(traceId: string, extra: Record<string, unknown> = {}): 
 export async function postBind(
   baseUrl: string,
   body: Record<string, unknown>,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(`${baseUrl}/v1/binds`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
     body: JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
