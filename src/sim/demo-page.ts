@@ -1,7 +1,8 @@
 /*
- * The demo page of simulator mode (SPEC §6), served at `GET /`. One self-contained
- * document: inline CSS and JS, no external resources. Every piece of data that goes
- * into the DOM goes through textContent, never innerHTML.
+ * The demo page of simulator mode (SPEC §6), served at `GET /`. One document with inline
+ * CSS and JS; the only other resource is the browser client, `/v1/client.js`, from the
+ * same server: the page watches with `watchBind` exactly as an app's page would. Every
+ * piece of data that goes into the DOM goes through textContent, never innerHTML.
  */
 
 export interface DemoPageOptions {
@@ -88,6 +89,7 @@ export function renderDemoPage(opts: DemoPageOptions = {}): string {
         <div><dt>expires</dt><dd id="s-expires">–</dd></div>
       </dl>
     </div>
+    <p id="watch-error" class="access-error" role="alert"></p>
     <h3>Event timeline</h3>
     <div class="scroll">
       <table id="timeline">
@@ -115,12 +117,22 @@ export function renderDemoPage(opts: DemoPageOptions = {}): string {
   </section>
 
   <section class="card" id="curl-card">
-    <h2>The same with curl</h2>
-    <pre id="curl"></pre>
-    <button type="button" id="copy-curl" class="ghost">Copy</button>
+    <h2>The same from a shell or a page</h2>
+    <div class="code-grid">
+      <div>
+        <h3>curl</h3>
+        <pre id="curl"></pre>
+        <button type="button" id="copy-curl" class="ghost">Copy</button>
+      </div>
+      <div>
+        <h3>In a page, with the client module</h3>
+        <pre id="client-code"></pre>
+        <button type="button" id="copy-code" class="ghost">Copy</button>
+      </div>
+    </div>
   </section>
 </main>
-<script>${SCRIPT}</script>
+<script type="module">${SCRIPT}</script>
 </body>
 </html>
 `;
@@ -194,22 +206,31 @@ tr.note td { color: var(--muted); font-style: italic; }
 tr.final td { font-weight: 600; }
 td.ev-bound { color: var(--ok); } td.ev-failed { color: var(--bad); }
 td.ev-expired, td.ev-cancelled { color: var(--warn); } td.ev-pending { color: var(--accent); }
+.access-error { margin: 14px 0 0; padding: 8px 12px; border: 1px solid var(--bad); border-radius: 8px; color: var(--bad); }
+.access-error:empty { display: none; }
+.code-grid { display: grid; gap: 8px; }
+.code-grid > div { min-width: 0; }
+.code-grid h3 { margin-top: 4px; }
 pre { background: var(--bg); border: 1px solid var(--line); border-radius: 8px; padding: 12px; overflow: auto;
   font: 12.5px/1.55 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; margin: 0 0 10px; }
 `;
 
-// Plain browser JavaScript (no build step); it runs as the page's only script.
+// Plain browser JavaScript (no build step), run as the page's module script.
 const SCRIPT = `
-"use strict";
-(() => {
   const $ = (id) => document.getElementById(id);
   const STATUSES = ["pending", "bound", "failed", "expired", "cancelled"];
-  let main = null;        // the page's EventSource
+
+  // The browser client, loaded as any page would load it. Imported dynamically so that the
+  // rest of the page still works, and says why, when the server does not serve it.
+  const client = import("/v1/client.js");
+  client.catch(() => notice("The browser client /v1/client.js did not load: build it with npm run build and restart.", true));
+
+  let watching = null;    // the AbortController of the page's watchBind() call
   let second = null;      // the "Watch again" EventSource
   let simTimer = null;
   let eventsUrl = null;
-  let lastVersion = 0;
   let currentTrace = null;
+  let usesTokens = null;  // unknown until a POST answers; then whether it returned a watch token
 
   function randomTraceId() {
     const bytes = crypto.getRandomValues(new Uint8Array(15));
@@ -219,6 +240,7 @@ const SCRIPT = `
   function traceId() { return $("trace-id").value.trim(); }
   function fate() { return document.querySelector("input[name=fate]:checked").value; }
   function int(id) { return Number.parseInt($(id).value, 10); }
+  function messageOf(err) { return err && err.message ? err.message : String(err); }
 
   function buildSpec() {
     switch (fate()) {
@@ -305,7 +327,6 @@ const SCRIPT = `
     $("s-upstream").textContent = up ? "ret_code " + up.ret_code + (up.message ? " · " + up.message : "") : "–";
     $("s-error").textContent = state.error ? describeError(state) : "none";
     $("s-expires").textContent = state.expires_at ? clock(state.expires_at) : "–";
-    if (typeof state.version === "number") lastVersion = Math.max(lastVersion, state.version);
   }
 
   function parse(data) {
@@ -313,41 +334,66 @@ const SCRIPT = `
   }
 
   function closeStreams() {
-    if (main) { main.close(); main = null; }
+    if (watching) { watching.abort(); watching = null; }
     if (second) { second.close(); second = null; }
   }
 
-  function watch() {
-    if (main) main.close();
-    const es = new EventSource(eventsUrl);
-    main = es;
-    addNote("watch #1", "EventSource opened on " + eventsUrl);
-    const onEvent = (ev) => {
-      const state = parse(ev.data);
-      if (!state) { addNote("watch #1", "unreadable event data"); return; }
-      showState(state);
-      addRow("watch #1", ev.type, ev.lastEventId, state, describeError(state), state.final ? "final" : "");
-      if (state.final) {
-        // The server ends the stream after the final event; closing here stops the browser reconnecting.
-        es.close();
-        if (main === es) main = null;
-        addNote("watch #1", "final event: EventSource closed");
-        $("cancel").disabled = true;
-        refreshSim();
-        stopSimPolling();
-      }
-    };
-    for (const name of STATUSES) es.addEventListener(name, onEvent);
-    es.addEventListener("message", onEvent);
-    es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) {
-        addNote("watch #1", "stream closed by the server (404, 204 or an error): EventSource stopped");
-        if (main === es) main = null;
-        stopSimPolling();
+  /** The page's main watch: watchBind() from the client module, until its promise settles. */
+  async function watch(id, token) {
+    if (watching) watching.abort();
+    const controller = new AbortController();
+    watching = controller;
+    const current = () => watching === controller;
+    let mod;
+    try {
+      mod = await client;
+    } catch (err) {
+      if (current()) watching = null;
+      addNote("watchBind", "/v1/client.js did not load: " + messageOf(err));
+      notice("The browser client /v1/client.js did not load: build it with npm run build and restart.", true);
+      stopSimPolling();
+      return;
+    }
+    if (!current()) return;
+    addNote("watchBind", "watchBind({ traceId" + (token ? ", token" : "") +
+      " }): EventSource (long-poll fallback), resuming from the last event id after a drop");
+    try {
+      const final = await mod.watchBind({
+        baseUrl: "",
+        traceId: id,
+        token: token || undefined,
+        signal: controller.signal,
+        onUpdate: (state) => {
+          if (!current()) return;
+          showState(state);
+          addRow("watchBind", state.status, state.version, state, describeError(state), state.final ? "final" : "");
+        },
+      });
+      if (!current()) return;
+      watching = null;
+      showState(final);
+      addNote("watchBind", "promise resolved: final state " + final.status + " (version " + final.version + ")");
+      notice("Final state of " + id + ": " + final.status + ". Watch again shows how a late watcher gets it.", false);
+      $("cancel").disabled = true;
+      refreshSim();
+      stopSimPolling();
+    } catch (err) {
+      if (!current() || controller.signal.aborted) return;
+      watching = null;
+      stopSimPolling();
+      $("cancel").disabled = true;
+      if (err instanceof mod.BindwatchError) {
+        const what = "BindwatchError " + err.code + " (HTTP " + err.status + ")";
+        $("watch-error").textContent = "Access refused: " + what + ": " + err.message;
+        $("status").textContent = "not watching";
+        $("status").className = "badge idle";
+        addNote("watchBind", "promise rejected: " + what);
+        notice("Watching " + id + " failed: " + what, true);
       } else {
-        addNote("watch #1", "connection lost: the browser reconnects with Last-Event-ID " + (lastVersion || "(none)"));
+        addNote("watchBind", "promise rejected: " + messageOf(err));
+        notice("Watching " + id + " failed: " + messageOf(err), true);
       }
-    };
+    }
   }
 
   function watchAgain() {
@@ -356,12 +402,12 @@ const SCRIPT = `
     const es = new EventSource(eventsUrl);
     second = es;
     let errors = 0;
-    addNote("watch #2", "second EventSource opened");
+    addNote("watch again", "a second, raw EventSource opened");
     const onEvent = (ev) => {
       const state = parse(ev.data);
       if (!state) return;
       showState(state);
-      addRow("watch #2", ev.type, ev.lastEventId, state, describeError(state) || (state.final ? "final, from stored state" : ""),
+      addRow("watch again", ev.type, ev.lastEventId, state, describeError(state) || (state.final ? "final, from stored state" : ""),
         state.final ? "final" : "");
     };
     for (const name of STATUSES) es.addEventListener(name, onEvent);
@@ -371,14 +417,14 @@ const SCRIPT = `
     es.onerror = () => {
       errors += 1;
       if (es.readyState === EventSource.CLOSED) {
-        addNote("watch #2", "reconnect refused (204 after the final event): EventSource stopped");
+        addNote("watch again", "reconnect refused (204 after the final event): EventSource stopped");
         if (second === es) second = null;
       } else if (errors > 3) {
         es.close();
         if (second === es) second = null;
-        addNote("watch #2", "gave up after " + errors + " reconnects");
+        addNote("watch again", "gave up after " + errors + " reconnects");
       } else {
-        addNote("watch #2", "stream ended: the browser reconnects with Last-Event-ID " + (es.lastEventId || lastVersion));
+        addNote("watch again", "stream ended: the browser reconnects with Last-Event-ID " + (es.lastEventId || "(none)"));
       }
     };
   }
@@ -428,11 +474,11 @@ const SCRIPT = `
     if (!id) { notice("trace_id is required", true); return; }
     closeStreams();
     stopSimPolling();
-    lastVersion = 0;
     eventsUrl = null;
     currentTrace = id;
     $("timeline").tBodies[0].replaceChildren();
     $("calls").tBodies[0].replaceChildren();
+    $("watch-error").textContent = "";
     $("watch-again").disabled = true;
     $("cancel").disabled = true;
     notice("Scripting the simulated device…", false);
@@ -448,16 +494,19 @@ const SCRIPT = `
       });
       if (!res.ok) { notice("Register failed: " + (await readError(res)), true); return; }
       const body = await res.json();
-      addNote("page", "POST /v1/binds → HTTP " + res.status + (res.status === 201 ? " (new)" : " (already registered)"));
+      addNote("page", "POST /v1/binds → HTTP " + res.status + (res.status === 201 ? " (new)" : " (already registered)") +
+        (body.token ? ", with a watch token" : ""));
       if (body.state) showState(body.state);
+      usesTokens = Boolean(body.token);
+      renderCode();
       eventsUrl = withToken(body.events_url || "/v1/binds/" + encodeURIComponent(id) + "/events", body.token);
       notice("Registered " + id + ". Watching its events…", false);
       $("cancel").disabled = false;
       $("watch-again").disabled = false;
-      watch();
       startSimPolling();
+      watch(id, body.token);
     } catch (err) {
-      notice("Request failed: " + (err && err.message ? err.message : String(err)), true);
+      notice("Request failed: " + messageOf(err), true);
     }
   }
 
@@ -470,47 +519,67 @@ const SCRIPT = `
       notice("Cancelled " + id + "; watchers receive the final cancelled event.", false);
       addNote("page", "DELETE /v1/binds/" + id + " → HTTP " + res.status);
     } catch (err) {
-      notice("Request failed: " + (err && err.message ? err.message : String(err)), true);
+      notice("Request failed: " + messageOf(err), true);
     }
   }
 
   function shellQuote(text) { return "'" + String(text).replace(/'/g, "'\\\\''") + "'"; }
 
-  function renderCurl() {
+  function renderCode() {
     const id = traceId() || "<trace_id>";
     const base = location.origin;
     const path = encodeURIComponent(id);
     const auth = $("api-key").value.trim() ? " -H \\"authorization: Bearer $API_KEY\\"" : "";
+    const token = usesTokens ? "token=$WATCH_TOKEN" : "";
     $("curl").textContent = [
       "# 1. script the simulated device",
       "curl -X PUT " + shellQuote(base + "/sim/traces/" + path + "/script") + " -H 'content-type: application/json' \\\\",
       "  -d " + shellQuote(JSON.stringify(buildSpec())),
-      "# 2. register the bind attempt",
+      "# 2. register the bind attempt" + (usesTokens ? " (its answer has the watch token)" : ""),
       "curl -X POST " + shellQuote(base + "/v1/binds") + " -H 'content-type: application/json'" + auth + " \\\\",
       "  -d " + shellQuote(JSON.stringify(buildBind())),
       "# 3. watch it (Server-Sent Events) …",
-      "curl -N " + shellQuote(base + "/v1/binds/" + path + "/events"),
+      "curl -N " + shellQuote(base + "/v1/binds/" + path + "/events" + (token ? "?" + token : "")),
       "# … or long-poll for the next change",
-      "curl " + shellQuote(base + "/v1/binds/" + path + "?wait=30&after=0"),
+      "curl " + shellQuote(base + "/v1/binds/" + path + "?wait=30&after=0" + (token ? "&" + token : "")),
       "# cancel it",
       "curl -X DELETE " + shellQuote(base + "/v1/binds/" + path) + auth,
       "# what the simulated gateway saw",
       "curl " + shellQuote(base + "/sim/traces/" + path),
     ].join("\\n");
+    const lines = [
+      "// In a module script of your page:",
+      "import { watchBind } from " + JSON.stringify(base + "/v1/client.js") + ";",
+      "const watching = watchBind({",
+      "  baseUrl: " + JSON.stringify(base) + ",",
+      "  traceId: " + JSON.stringify(id) + ",",
+    ];
+    if (usesTokens !== false) {
+      lines.push("  token, // the token of the POST answer" + (usesTokens ? "" : ", when the server sets WATCH_TOKEN_SECRET"));
+    }
+    lines.push(
+      "  onUpdate: (state) => console.log(state.status, state.version),",
+      "});",
+      "const final = await watching; // bound, failed, expired or cancelled",
+      "// it rejects with a BindwatchError (err.code, err.status) on 400, 401, 403 or 404",
+    );
+    $("client-code").textContent = lines.join("\\n");
+  }
+
+  async function copy(id, what) {
+    try { await navigator.clipboard.writeText($(id).textContent); notice(what + " copied", false); }
+    catch (_) { notice("Copy failed: select the text instead", true); }
   }
 
   $("trace-id").value = randomTraceId();
-  $("new-trace").addEventListener("click", () => { $("trace-id").value = randomTraceId(); renderCurl(); });
+  $("new-trace").addEventListener("click", () => { $("trace-id").value = randomTraceId(); renderCode(); });
   $("register").addEventListener("click", register);
   $("cancel").addEventListener("click", cancel);
   $("watch-again").addEventListener("click", watchAgain);
-  $("copy-curl").addEventListener("click", async () => {
-    try { await navigator.clipboard.writeText($("curl").textContent); notice("curl commands copied", false); }
-    catch (_) { notice("Copy failed: select the text instead", true); }
-  });
-  $("setup").addEventListener("input", renderCurl);
-  $("setup").addEventListener("change", renderCurl);
+  $("copy-curl").addEventListener("click", () => copy("curl", "curl commands"));
+  $("copy-code").addEventListener("click", () => copy("client-code", "client code"));
+  $("setup").addEventListener("input", renderCode);
+  $("setup").addEventListener("change", renderCode);
   window.addEventListener("beforeunload", closeStreams);
-  renderCurl();
-})();
+  renderCode();
 `;
