@@ -241,6 +241,9 @@ export function createApp(deps: AppDeps): Hono {
     const current = await service.getState(traceId);
     if (!current) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
     if (current.final && lastEventId >= current.version) return c.body(null, 204);
+    // Hono answers HEAD by running this GET handler and dropping the body unread: a stream
+    // opened here would stay attached (and keep the trace polled) with nobody to close it.
+    if (c.req.method === "HEAD") return c.body(null, 200, SSE_HEADERS);
 
     openStreams += 1;
     let detach: () => void = () => {};

@@ -64,13 +64,13 @@ export interface SseStream {
 export function createSseStream(opts: SseStreamOptions): SseStream {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let closed = false;
-  let sentSinceTick = false;
-  let heartbeat: ReturnType<typeof setInterval> | null = null;
+  let lastWriteAt = Date.now();
+  let heartbeat: ReturnType<typeof setTimeout> | null = null;
 
   const cleanup = () => {
     if (closed) return;
     closed = true;
-    if (heartbeat) clearInterval(heartbeat);
+    if (heartbeat) clearTimeout(heartbeat);
     heartbeat = null;
     opts.signal.removeEventListener("abort", onAbort);
     opts.registry.delete(handle);
@@ -94,7 +94,7 @@ export function createSseStream(opts: SseStreamOptions): SseStream {
       return false;
     }
     controller.enqueue(chunk);
-    sentSinceTick = true;
+    lastWriteAt = Date.now();
     return true;
   };
 
@@ -128,10 +128,16 @@ export function createSseStream(opts: SseStreamOptions): SseStream {
   if (opts.signal.aborted) onAbort();
   else opts.signal.addEventListener("abort", onAbort, { once: true });
 
-  heartbeat = setInterval(() => {
-    if (!sentSinceTick) write(PING_BYTES);
-    sentSinceTick = false;
-  }, opts.heartbeatMs);
+  // A ping once HEARTBEAT_MS pass with nothing written: the timer is re-armed for what is left
+  // of the silence, so no gap exceeds HEARTBEAT_MS (a skip-a-tick interval allowed almost twice).
+  const beat = () => {
+    heartbeat = null;
+    if (closed) return;
+    const silentMs = Date.now() - lastWriteAt;
+    if (silentMs >= opts.heartbeatMs && !write(PING_BYTES)) return;
+    heartbeat = setTimeout(beat, silentMs >= opts.heartbeatMs ? opts.heartbeatMs : opts.heartbeatMs - silentMs);
+  };
+  heartbeat = setTimeout(beat, opts.heartbeatMs);
 
   return {
     body,

@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import type { Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { serve } from "@hono/node-server";
+import { getRequestListener, serve } from "@hono/node-server";
 import type { Logger as PinoLogger } from "pino";
 import { createApp } from "../http/app.js";
+import { errorBody } from "../http/errors.js";
 import { createStreamRegistry } from "../http/sse.js";
 import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
@@ -158,7 +159,18 @@ export async function startNodeServer(
     },
   });
 
-  const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }) as Server;
+  // serve() without its errorHandler, which it does not pass on: a request the adapter refuses before
+  // the app sees it (a backslash in the path, a bad Host header) would get a bare 400, not the JSON error.
+  const server = createServer(
+    getRequestListener(app.fetch, {
+      hostname: config.host,
+      errorHandler: (err) =>
+        err instanceof Error && err.name === "RequestError"
+          ? Response.json(errorBody("invalid_request", "malformed request target or Host header"), { status: 400 })
+          : Response.json(errorBody("internal", "internal error"), { status: 500 }),
+    }),
+  );
+  server.listen(config.port, config.host);
   const port = await listen(server);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;

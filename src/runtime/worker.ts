@@ -76,11 +76,13 @@ export interface EdgeEnv {
   readonly BINDS: DurableObjectNamespaceApi<BindObjectStub>;
   readonly BUDGET: DurableObjectNamespaceApi<BudgetObjectStub>;
   readonly SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
+  /** The built browser client (wrangler.toml `[assets]`), served at /v1/client.js. */
+  readonly ASSETS?: { fetch(request: Request): Promise<Response> };
   readonly [variable: string]: unknown;
 }
 
 /** The name of the one budget object of the deployment. */
-export const BUDGET_OBJECT_NAME = "global";
+const BUDGET_OBJECT_NAME = "global";
 const SIMULATOR_OBJECT_NAME = "simulator";
 /** The simulator is reached through its object's stub; the host only has to be a valid URL. */
 const SIMULATOR_GATEWAY_URL = "http://top-simulator.internal/router/rest";
@@ -107,7 +109,7 @@ function mutable(response: Response): Response {
 const configs = new WeakMap<object, Config>();
 
 /** Wrangler vars and secrets are the string-valued entries of `env`; bindings are not. */
-export function configOf(env: EdgeEnv): Config {
+function configOf(env: EdgeEnv): Config {
   let config = configs.get(env);
   if (!config) {
     const vars: Record<string, string> = {};
@@ -136,7 +138,16 @@ function accessOf(config: Config): AccessConfig {
 }
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: 99 };
-const SECRET_KEYS = new Set(["app_secret", "appSecret", "secret", "token", "authorization", "api_key", "sign", "session"]);
+const SECRET_KEYS = new Set([
+  "app_secret",
+  "appSecret",
+  "secret",
+  "token",
+  "authorization",
+  "api_key",
+  "sign",
+  "session",
+]);
 
 /** JSON lines on the console (Workers Logs); pino's redaction rules, without pino. */
 function createConsoleLogger(level: string): Logger {
@@ -245,16 +256,27 @@ function createFrontService(env: EdgeEnv): BindService {
   };
 }
 
-function createWorkerApp(env: EdgeEnv, config: Config): Hono {
+/** The browser client as Node serves it: the build's dist/src/client/index.js, without its source map line. */
+async function loadClientScript(env: EdgeEnv): Promise<string | undefined> {
+  const response = await env.ASSETS?.fetch(new Request("http://assets.internal/index.js"));
+  if (!response?.ok) return undefined;
+  return (await response.text()).replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+}
+
+function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | undefined): Hono {
   const logger = createConsoleLogger(config.logLevel);
   if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
-  if (!config.watchTokenSecret) logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
+  if (!config.watchTokenSecret)
+    logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
+  if (clientScript === undefined)
+    logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
   return createApp({
     service: createFrontService(env),
     streams: createStreamRegistry(),
     config: httpConfigOf(config),
     logger,
     access: accessOf(config),
+    ...(clientScript === undefined ? {} : { clientScript }),
     extend: (app) => {
       // Everything about one trace happens in its object: streams, long-polls, cancel.
       // An invalid trace_id falls through to the shared routes, which answer 400.
@@ -277,15 +299,17 @@ function createWorkerApp(env: EdgeEnv, config: Config): Hono {
 const workerApps = new WeakMap<object, Hono>();
 
 export default {
-  fetch(request: Request, env: EdgeEnv, ctx: unknown): Response | Promise<Response> {
+  async fetch(request: Request, env: EdgeEnv, ctx: unknown): Promise<Response> {
     let app = workerApps.get(env);
     if (!app) {
+      let config: Config;
       try {
-        app = createWorkerApp(env, configOf(env));
+        config = configOf(env);
       } catch (err) {
         if (err instanceof ConfigError) return configErrorResponse(err);
         throw err;
       }
+      app = createWorkerApp(env, config, await loadClientScript(env));
       workerApps.set(env, app);
     }
     return app.fetch(request, env, ctx as never);
@@ -456,7 +480,9 @@ export class TopSimulatorObject
     this.#ready ??= this.ctx.blockConcurrencyWhile(async () => {
       let appSecret = await this.ctx.storage.get<string>(SIMULATOR_SECRET_KEY);
       if (appSecret === undefined) {
-        appSecret = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+        appSecret = [...crypto.getRandomValues(new Uint8Array(16))]
+          .map((b) => b.toString(16).padStart(2, "0"))
+          .join("");
         await this.ctx.storage.put(SIMULATOR_SECRET_KEY, appSecret);
       }
       const appKey = "sim-app-key";

@@ -209,8 +209,14 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       return true;
     },
 
-    async releaseLease(traceId, token) {
-      if (leases.get(traceId)?.token === token) leases.delete(traceId);
+    releaseLease(traceId, token) {
+      return serial(async () => {
+        if (leases.get(traceId)?.token !== token) return;
+        leases.delete(traceId);
+        // The port's release announcement: a waiting driver (here, a restarted one) tries at once.
+        const state = (await live(traceId)) ? await storage.get<BindState>(keys.state(traceId)) : undefined;
+        if (state) for (const listener of [...(listeners.get(traceId) ?? [])]) listener(state);
+      });
     },
 
     beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {

@@ -49,6 +49,8 @@ export interface OpenSseOptions {
   readonly headers?: Record<string, string>;
   /** How long to wait for the response headers (default 10 s). */
   readonly timeoutMs?: number;
+  /** The fetch to open it with (default the global one; in workerd tests, the Worker's `SELF.fetch`). */
+  readonly fetch?: (url: string, init: RequestInit) => Promise<Response>;
 }
 
 /**
@@ -65,7 +67,7 @@ export async function openSse(url: string, opts: OpenSseOptions = {}): Promise<S
   );
   let response: Response;
   try {
-    response = await fetch(url, {
+    response = await (opts.fetch ?? fetch)(url, {
       headers: { accept: "text/event-stream", ...opts.headers },
       signal: controller.signal,
     });

@@ -1,0 +1,18 @@
+/** Credentials the gateway double accepts and the Worker under test is configured with. */
+export const GATEWAY_APP_KEY = "edge-test-app-key";
+export const GATEWAY_APP_SECRET = "edge-test-app-secret";
+
+/** The Worker's variables in the `workers` test project: short timings, TOP credentials, md5 signing. */
+export const EDGE_TEST_VARS = {
+  TOP_APP_KEY: GATEWAY_APP_KEY,
+  TOP_APP_SECRET: GATEWAY_APP_SECRET,
+  // md5 in the full flow; the signing test covers hmac and hmac-sha256 too.
+  TOP_SIGN_METHOD: "md5",
+  POLL_INTERVAL_MS: "100",
+  POLL_LINGER_MS: "3000",
+  BIND_TIMEOUT_MS: "4000",
+  RESULT_TTL_MS: "1500",
+  HEARTBEAT_MS: "1000",
+  TERMINAL_RET_CODES: "1001",
+  LOG_LEVEL: "warn",
+} as const;
