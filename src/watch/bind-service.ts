@@ -113,6 +113,7 @@ export function createBindService(deps: BindServiceDeps) {
   const leaseRetryMs = Math.max(50, Math.min(interval, Math.floor(takeoverMs * 0.15)));
   const interestTtlMs = leaseTtlMs;
   const minGapMs = Math.ceil(0.8 * interval);
+  const gateSlackMs = Math.ceil(0.1 * interval);
 
   const hubs = new Map<string, Hub>();
   const permits = createPermitQueue(coordinator, logger);
@@ -396,7 +397,9 @@ export function createBindService(deps: BindServiceDeps) {
         const gate = await coordinator.beginCall(traceId, token, Date.now(), minGapMs);
         if (gate.kind === "lost") throw new LeaseLostError("lease lost");
         if (gate.kind === "wait") {
-          await sleep(gate.untilMs - Date.now(), signal);
+          // Aim past the floor by the same margin the normal cadence keeps (≥ 0.9 × interval),
+          // so a call delayed on its way does not land at the gateway under 0.8 × interval.
+          await sleep(gate.untilMs + gateSlackMs - Date.now(), signal);
           continue;
         }
         startedAt = Date.now();
