@@ -161,6 +161,11 @@ export async function startNodeServer(
 
   // serve() without its errorHandler, which it does not pass on: a request the adapter refuses before
   // the app sees it (a backslash in the path, a bad Host header) would get a bare 400, not the JSON error.
+  // Node loads its fetch implementation on first use (tens of ms): do it now, not inside the
+  // first checkbind call, whose start the call gate has already stamped.
+  await fetch("data:,")
+    .then((r) => r.arrayBuffer())
+    .catch(() => undefined);
   const server = createServer(
     getRequestListener(app.fetch, {
       hostname: config.host,

@@ -276,7 +276,8 @@ export function createBindService(deps: BindServiceDeps) {
           // The store lost a trace this instance still serves (Redis restarted empty):
           // put back the registration and the newest state seen, and go on polling.
           if (hub.registration && hub.last && !hub.last.final && hasLocalInterest(hub)) {
-            await coordinator.register(hub.registration, hub.last);
+            // Counted as a call just made: whoever polls next keeps the spacing to calls before the loss.
+            await coordinator.register(hub.registration, hub.last, Date.now());
             logger.warn(log, "trace missing from the store; re-asserted it");
             continue;
           }

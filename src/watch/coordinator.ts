@@ -21,8 +21,13 @@ export type Unsubscribe = () => Promise<void>;
  * Durable Object), all held to the same contract suite.
  */
 export interface Coordinator {
-  /** Stores a registration with its initial state unless the trace exists; compares parameters when it does. */
-  register(reg: BindRegistration, initial: BindState): Promise<RegisterResult>;
+  /**
+   * Stores a registration with its initial state unless the trace exists; compares
+   * parameters when it does. `lastCallStartMs`, when given, is recorded as the start
+   * of the previous call, so that re-asserting a trace the store lost keeps the
+   * spacing to calls made before the loss.
+   */
+  register(reg: BindRegistration, initial: BindState, lastCallStartMs?: number): Promise<RegisterResult>;
   getRegistration(traceId: string): Promise<BindRegistration | null>;
   getState(traceId: string): Promise<BindState | null>;
   /**

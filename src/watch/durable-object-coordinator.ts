@@ -112,7 +112,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
   }
 
   return {
-    register(reg, initial): Promise<RegisterResult> {
+    register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
       return serial(async () => {
         const text = canonicalJson(reg);
         const existing = await live(reg.trace_id);
@@ -125,6 +125,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
         await storage.delete(keys.all(reg.trace_id));
         await storage.put(keys.meta(reg.trace_id), meta);
         await storage.put(keys.state(reg.trace_id), initial);
+        if (lastCallStartMs !== undefined) await storage.put(keys.lastCall(reg.trace_id), lastCallStartMs);
         return { kind: "created", state: initial };
       });
     },

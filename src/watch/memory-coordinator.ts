@@ -61,7 +61,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
   }
 
   return {
-    async register(reg, initial): Promise<RegisterResult> {
+    async register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
       const text = canonicalJson(reg);
       const existing = live(reg.trace_id);
       if (existing) {
@@ -74,7 +74,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
         expiresAtMs: now() + opts.retentionMs,
         interest: new Map(),
         lease: null,
-        lastCallStartMs: null,
+        lastCallStartMs: lastCallStartMs ?? null,
         listeners: new Set(),
       });
       return { kind: "created", state: initial };

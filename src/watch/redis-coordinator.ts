@@ -204,12 +204,12 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
   subscriber.on("subscribersReady", scheduleResync);
 
   return {
-    async register(reg, initial): Promise<RegisterResult> {
+    async register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
       const k = keys.trace(reg.trace_id);
       const reply = await store("register", () =>
         scripts.register(
           [k.reg, k.state, k.lease, k.lastCall, k.interest],
-          [canonicalJson(reg), JSON.stringify(initial), retentionMs],
+          [canonicalJson(reg), JSON.stringify(initial), retentionMs, lastCallStartMs ?? "", LAST_CALL_SLACK_MS],
         ),
       );
       const [kind, text] = reply as [string, string | undefined];

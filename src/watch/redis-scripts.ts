@@ -14,7 +14,8 @@ import type { Cluster, Redis } from "ioredis";
 
 /**
  * KEYS: 1 reg, 2 state, 3 lease, 4 last_call, 5 interest
- * ARGV: 1 registration canonical JSON, 2 initial state JSON, 3 retention ms
+ * ARGV: 1 registration canonical JSON, 2 initial state JSON, 3 retention ms,
+ *       4 start of the previous call in ms ("" for none), 5 last_call ttl ms
  * Returns: {"created"} | {"existing", state JSON} | {"conflict"}
  */
 const REGISTER = `
@@ -23,6 +24,7 @@ if redis.call('SET', reg, ARGV[1], 'NX', 'PX', ARGV[3]) then
   redis.call('SET', state, ARGV[2], 'PX', ARGV[3])
   -- Leftovers of an earlier registration of the same trace_id start afresh.
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5]) end
   return {'created'}
 end
 if redis.call('GET', reg) ~= ARGV[1] then
@@ -33,6 +35,7 @@ if not current then
   -- The state expired a moment before the registration: store the attempt afresh.
   redis.call('SET', reg, ARGV[1], 'PX', ARGV[3])
   redis.call('SET', state, ARGV[2], 'PX', ARGV[3])
+  if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[5]) end
   return {'created'}
 end
 return {'existing', current}
@@ -203,7 +206,10 @@ type Arg = string | number;
 
 /** The scripts as typed functions over one connection; ioredis sends EVALSHA and falls back to EVAL on NOSCRIPT. */
 export interface CoordinatorScripts {
-  register(keys: [string, string, string, string, string], args: [string, string, number]): Promise<unknown>;
+  register(
+    keys: [string, string, string, string, string],
+    args: [string, string, number, number | "", number],
+  ): Promise<unknown>;
   updateState(keys: [string, string], args: [string, string, "0" | "1", "0" | "1", number, string]): Promise<unknown>;
   acquireLease(keys: [string, string], args: [string, number]): Promise<unknown>;
   renewLease(keys: [string], args: [string, number]): Promise<unknown>;

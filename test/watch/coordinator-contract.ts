@@ -328,6 +328,17 @@ export function describeCoordinatorContract(
         expect(await b.beginCall(traceId, next!, t0 + 2_500, 1_000)).toEqual({ kind: "go" });
         expect(await a.beginCall(traceId, next!, t0 + 2_600, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 3_500 });
       });
+
+      it("spaces the first call after a registration that carries the previous call's start", async () => {
+        const { a } = await open();
+        const reg = registration(newTraceId());
+        const t0 = Date.now();
+        const result = await a.register(reg, createInitialState(reg, t0, BIND_TIMEOUT_MS), t0);
+        expect(result.kind).toBe("created");
+        const token = await a.acquireLease(reg.trace_id, 30_000);
+        expect(await a.beginCall(reg.trace_id, token!, t0 + 300, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 1_000 });
+        expect(await a.beginCall(reg.trace_id, token!, t0 + 1_000, 1_000)).toEqual({ kind: "go" });
+      });
     });
 
     describe("upstream budget", () => {
