@@ -59,7 +59,7 @@ describeCoordinatorContract("Durable Object (workerd)", async (options) => {
     });
 
   const coordinator: Coordinator = {
-    register: (reg, initial) => inObject((c) => c.register(reg, initial)),
+    register: (reg, initial, lastCallStartMs) => inObject((c) => c.register(reg, initial, lastCallStartMs)),
     getRegistration: (traceId) => inObject((c) => c.getRegistration(traceId)),
     getState: (traceId) => inObject((c) => c.getState(traceId)),
     updateState: (traceId, mutate) => inObject((c) => c.updateState(traceId, mutate)),
