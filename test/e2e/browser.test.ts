@@ -1,14 +1,12 @@
-import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import type { Server } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import type { ConsoleMessage, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTopSimulator, scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { type ChromiumSession, launchChromium } from "../support/browser.js";
+import { ENTRY, ensureBuilt, ROOT } from "../support/build.js";
 import { startRedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 import { type PageServer, startPageServer } from "./watch-page.js";
@@ -21,33 +19,13 @@ import { type PageServer, startPageServer } from "./watch-page.js";
  * Waits are DOM conditions with deadlines (page.waitForFunction), never fixed sleeps.
  */
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const ENTRY = join(ROOT, "dist/src/runtime/node-main.js");
-const CLIENT = join(ROOT, "dist/src/client/index.js");
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
 let browser: ChromiumSession;
 let pageServer: PageServer;
 const openPages: Page[] = [];
 
 beforeAll(async () => {
-  // The servers serve the built client (dist/src/client/index.js) and the restart test runs
-  // the built entry: build when dist/ is missing or older than src/.
-  const stale = Math.min(...[ENTRY, CLIENT].map((f) => (existsSync(f) ? statSync(f).mtimeMs : 0)));
-  if (stale < newestMtime(join(ROOT, "src"))) {
-    const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
-    const built = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: ROOT, encoding: "utf8" });
-    if (built.status !== 0) throw new Error(`npm run build failed:\n${built.stdout}${built.stderr}`);
-  }
+  // The servers serve the built client and the restart test runs the built entry.
+  ensureBuilt();
   [browser, pageServer] = await Promise.all([launchChromium(), startPageServer(2)]);
 }, 120_000);
 

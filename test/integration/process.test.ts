@@ -1,13 +1,11 @@
-import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { serve } from "@hono/node-server";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { createTopSimulator, scriptNever, type TopSimulator } from "../../src/sim/gateway.js";
+import { ENTRY, ensureBuilt, ROOT } from "../support/build.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
 
@@ -16,26 +14,7 @@ import { openSse, type SseReader } from "../support/sse-reader.js";
  * its log lines, its exit codes, SIGTERM.
  */
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const ENTRY = join(ROOT, "dist/src/runtime/node-main.js");
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-beforeAll(() => {
-  // `npm ci` builds dist/ through `prepare`; build it here when it is missing or older than src/.
-  if (existsSync(ENTRY) && statSync(ENTRY).mtimeMs >= newestMtime(join(ROOT, "src"))) return;
-  const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
-  const built = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: ROOT, encoding: "utf8" });
-  if (!existsSync(ENTRY)) throw new Error(`could not build ${ENTRY}:\n${built.stdout}${built.stderr}`);
-}, 120_000);
+beforeAll(() => ensureBuilt(), 120_000);
 
 interface LogLine {
   readonly level: number;

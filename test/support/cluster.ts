@@ -1,11 +1,12 @@
-import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { type SimStats, type SimTraceReport, scriptBoundAfter, type TraceScriptInput } from "../../src/sim/gateway.js";
+import { ENTRY, ROOT } from "./build.js";
 import { bindBody, postBind, waitUntil } from "./server.js";
 import { openSse, type SseReader } from "./sse-reader.js";
+
+export { ensureBuilt } from "./build.js";
 
 /*
  * A bindwatch cluster made of real processes: the built entry (`npm start`) spawned
@@ -14,35 +15,8 @@ import { openSse, type SseReader } from "./sse-reader.js";
  * in one place.
  */
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-/** The process entry as `npm start` runs it. */
-export const ENTRY = join(ROOT, "dist/src/runtime/node-main.js");
-
 const LISTEN_TIMEOUT_MS = 15_000;
 const EXIT_TIMEOUT_MS = 5_000;
-
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/**
- * Builds dist/ when the entry is missing or older than src/ (`npm ci` builds it through
- * `prepare`). Call it from a `beforeAll` with a generous timeout.
- */
-export function ensureBuilt(): void {
-  if (existsSync(ENTRY) && statSync(ENTRY).mtimeMs >= newestMtime(join(ROOT, "src"))) return;
-  const tsc = join(ROOT, "node_modules/typescript/bin/tsc");
-  const built = spawnSync(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: ROOT, encoding: "utf8" });
-  if (!existsSync(ENTRY) || built.status !== 0) {
-    throw new Error(`could not build ${ENTRY}:\n${built.stdout}${built.stderr}`);
-  }
-}
 
 // ---- the gateway double --------------------------------------------------------
 
