@@ -47,6 +47,8 @@ export interface AppDeps {
   readonly access?: AccessConfig;
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
+  /** Cuts a request's connection at the transport (the Node socket); see `SseStreamOptions.drop`. */
+  readonly dropConnection?: (c: Context) => boolean;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
@@ -262,6 +264,7 @@ export function createApp(deps: AppDeps): Hono {
       registry: streams,
       onClose: release,
       ...(deps.observer?.onEventSent ? { onEvent: deps.observer.onEventSent } : {}),
+      ...(deps.dropConnection ? { drop: () => deps.dropConnection?.(c) ?? false } : {}),
     });
     try {
       const attachment = await service.attach(traceId, lastEventId, (state, frame) => stream.send(state, frame));

@@ -45,6 +45,11 @@ export interface SseStreamOptions {
   readonly registry: StreamRegistry;
   readonly onClose: () => void;
   readonly onEvent?: () => void;
+  /**
+   * Cuts the client's connection (Node: destroys the socket), which cancels the body
+   * quietly; without it a dropped stream is errored, which the adapter may log.
+   */
+  readonly drop?: () => boolean;
 }
 
 export interface SseStream {
@@ -90,7 +95,7 @@ export function createSseStream(opts: SseStreamOptions): SseStream {
     // desiredSize goes negative by the bytes queued beyond the high-water mark.
     if ((controller.desiredSize ?? 0) < -opts.maxQueuedBytes) {
       cleanup();
-      controller.error(new Error("slow client dropped"));
+      if (!opts.drop?.()) controller.error(new Error("slow client dropped"));
       return false;
     }
     controller.enqueue(chunk);

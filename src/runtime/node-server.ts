@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { getRequestListener, serve } from "@hono/node-server";
+import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
 import type { Logger as PinoLogger } from "pino";
 import { createApp } from "../http/app.js";
 import { errorBody } from "../http/errors.js";
@@ -139,6 +139,13 @@ export async function startNodeServer(
       maxStreams: config.maxStreams,
     },
     observer: metrics.http,
+    // A slow client is cut at its socket: the adapter then cancels the body without logging.
+    dropConnection: (c) => {
+      const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+      if (!outgoing) return false;
+      outgoing.destroy();
+      return true;
+    },
     ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
     access: {
