@@ -209,13 +209,33 @@ export function createBindService(deps: BindServiceDeps) {
 
   function startLinger(hub: Hub): void {
     const until = Date.now() + config.pollLingerMs;
-    hub.lingerUntil = until;
+    armLinger(hub, until);
     announceInterest(hub.traceId, until);
+  }
+
+  /** Keeps the hub (and its driver) wanted here until `untilMs`. */
+  function armLinger(hub: Hub, untilMs: number): void {
+    hub.lingerUntil = untilMs;
     if (hub.lingerTimer) clearTimeout(hub.lingerTimer);
-    hub.lingerTimer = setTimeout(() => {
-      hub.lingerTimer = null;
+    hub.lingerTimer = setTimeout(
+      () => {
+        hub.lingerTimer = null;
+        collect(hub);
+      },
+      untilMs - Date.now() + 1,
+    );
+  }
+
+  /** Subscribes the hub, then reads the stored state (deadline applied): a change in between is not missed. */
+  async function subscribeAndRead(hub: Hub): Promise<BindState | null> {
+    try {
+      await subscribeHub(hub);
+      const stored = await coordinator.getState(hub.traceId);
+      return stored ? await expireIfDue(hub.traceId, stored) : null;
+    } catch (err) {
       collect(hub);
-    }, config.pollLingerMs + 1);
+      throw err;
+    }
   }
 
   /** Applies the deadline to a stored state that nobody moved past it (SPEC §2: → expired). */
@@ -465,31 +485,13 @@ export function createBindService(deps: BindServiceDeps) {
      */
     async resume(traceId: string, untilMs: number): Promise<void> {
       const hub = hubFor(traceId);
-      let state: BindState | null;
-      try {
-        await subscribeHub(hub);
-        const stored = await coordinator.getState(traceId);
-        state = stored ? await expireIfDue(traceId, stored) : null;
-      } catch (err) {
-        collect(hub);
-        throw err;
-      }
+      const state = await subscribeAndRead(hub);
       if (state) offer(hub, state);
       if (!state || hub.last?.final || (untilMs <= Date.now() && hub.watchers.size === 0)) {
         collect(hub);
         return;
       }
-      if (untilMs > hub.lingerUntil) {
-        hub.lingerUntil = untilMs;
-        if (hub.lingerTimer) clearTimeout(hub.lingerTimer);
-        hub.lingerTimer = setTimeout(
-          () => {
-            hub.lingerTimer = null;
-            collect(hub);
-          },
-          untilMs - Date.now() + 1,
-        );
-      }
+      if (untilMs > hub.lingerUntil) armLinger(hub, untilMs);
       ensureDriver(hub);
     },
 
@@ -507,16 +509,7 @@ export function createBindService(deps: BindServiceDeps) {
     async attach(traceId: string, afterVersion: number, sink: WatchSink): Promise<Attachment | null> {
       const hub = hubFor(traceId);
       const watcher: WatcherEntry = { sink, lastSent: afterVersion };
-      let state: BindState | null;
-      try {
-        // Subscribe first, then read: a change published in between is not missed.
-        await subscribeHub(hub);
-        const stored = await coordinator.getState(traceId);
-        state = stored ? await expireIfDue(traceId, stored) : null;
-      } catch (err) {
-        collect(hub);
-        throw err;
-      }
+      const state = await subscribeAndRead(hub);
       if (!state) {
         collect(hub);
         return null;
