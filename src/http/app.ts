@@ -10,8 +10,11 @@ import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
 import { bearerOf, createWatchToken, matchesAnyKey, redactUrl, verifyWatchToken } from "./access.js";
 import { jsonError } from "./errors.js";
-import { createSseStream, SSE_HEADERS, type StreamRegistry } from "./sse.js";
+import { createBodyChannel, createSseStream, SSE_HEADERS, type SseChannel, type StreamRegistry } from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
+
+/** The response an adapter must not write: the handler wrote it to the socket itself (@hono/node-server). */
+const ALREADY_SENT = () => new Response(null, { headers: { "x-hono-already-sent": "1" } });
 
 export interface HttpConfig {
   readonly heartbeatMs: number;
@@ -47,8 +50,11 @@ export interface AppDeps {
   readonly access?: AccessConfig;
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
-  /** Cuts a request's connection at the transport (the Node socket); see `SseStreamOptions.drop`. */
-  readonly dropConnection?: (c: Context) => boolean;
+  /**
+   * Opens an SSE response written straight to the transport (Node: the socket's
+   * ServerResponse), sending `headers` with status 200; `null` to use a Web body.
+   */
+  readonly openSseChannel?: (c: Context, headers: Headers) => SseChannel | null;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
@@ -69,6 +75,9 @@ export function createApp(deps: AppDeps): Hono {
 
   app.use(async (c, next) => {
     const started = Date.now();
+    // Watch tokens may travel in URLs; keep them out of Referer headers. Set before the
+    // handler runs, so a stream written straight to the socket carries it too.
+    c.header("referrer-policy", "no-referrer");
     await next();
     const traceId = /^\/v1\/binds\/([^/]+)/.exec(c.req.path)?.[1];
     logger.debug(
@@ -81,8 +90,6 @@ export function createApp(deps: AppDeps): Hono {
       },
       "request",
     );
-    // Watch tokens may travel in URLs; keep them out of Referer headers.
-    c.res.headers.set("referrer-policy", "no-referrer");
   });
   if (access.corsOrigins.length > 0) {
     const anyOrigin = access.corsOrigins.includes("*");
@@ -256,19 +263,28 @@ export function createApp(deps: AppDeps): Hono {
       openStreams -= 1;
       detach();
     };
+    // Headers that middleware (CORS, Referrer-Policy) put on the response so far go out too.
+    const headers = new Headers(c.res.headers);
+    for (const [name, value] of Object.entries(SSE_HEADERS)) headers.set(name, value);
+    const direct = deps.openSseChannel?.(c, headers);
+    const web = direct ? null : createBodyChannel(c.req.raw.signal);
     const stream = createSseStream({
+      channel: direct ?? (web as NonNullable<typeof web>).channel,
       retryMs: config.sseRetryMs,
       heartbeatMs: config.heartbeatMs,
       maxQueuedBytes,
-      signal: c.req.raw.signal,
       registry: streams,
       onClose: release,
       ...(deps.observer?.onEventSent ? { onEvent: deps.observer.onEventSent } : {}),
-      ...(deps.dropConnection ? { drop: () => deps.dropConnection?.(c) ?? false } : {}),
     });
     try {
       const attachment = await service.attach(traceId, lastEventId, (state, frame) => stream.send(state, frame));
       if (!attachment) {
+        if (direct) {
+          // The headers are out already: end the stream; the EventSource reconnects and gets the 404.
+          stream.end();
+          return ALREADY_SENT();
+        }
         stream.end();
         return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
       }
@@ -280,7 +296,7 @@ export function createApp(deps: AppDeps): Hono {
       stream.end();
       throw err;
     }
-    return new Response(stream.body, { status: 200, headers: SSE_HEADERS });
+    return web ? new Response(web.body, { status: 200, headers }) : ALREADY_SENT();
   });
 
   app.get("/v1/binds/:traceId", async (c) => {

@@ -36,24 +36,89 @@ export function createStreamRegistry(): StreamRegistry {
   };
 }
 
+/**
+ * Where one SSE stream's bytes go. The default is a Web `ReadableStream` response body
+ * (any runtime); the Node runtime injects a channel that writes straight to the
+ * socket's response, which costs a fraction of the memory and CPU per stream.
+ */
+export interface SseChannel {
+  /** Bytes written but not yet taken by the client. */
+  queuedBytes(): number;
+  write(chunk: Uint8Array): void;
+  /** Ends the response, after `chunk` when given. */
+  end(chunk?: Uint8Array): void;
+  /** Cuts the connection at once (a slow client). */
+  destroy(): void;
+  /** `fn` runs once when the client goes away or the channel ends. */
+  onClose(fn: () => void): void;
+}
+
+/**
+ * A channel over a `ReadableStream` body. A client that disconnects (the request's
+ * abort signal, or a cancelled reader) closes it; `destroy` errors the body.
+ */
+export function createBodyChannel(signal: AbortSignal): { channel: SseChannel; body: ReadableStream<Uint8Array> } {
+  const highWaterMark = 16 * 1024;
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let closed = false;
+  const closers: (() => void)[] = [];
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    signal.removeEventListener("abort", onAbort);
+    for (const fn of closers.splice(0)) fn();
+  };
+  const onAbort = () => {
+    close();
+    try {
+      controller.close();
+    } catch {
+      // already closed or errored
+    }
+  };
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        controller = c;
+      },
+      cancel: close,
+    },
+    { highWaterMark, size: (chunk) => chunk.byteLength },
+  );
+  signal.addEventListener("abort", onAbort, { once: true });
+  const channel: SseChannel = {
+    // desiredSize goes negative by the bytes queued beyond the high-water mark.
+    queuedBytes: () => highWaterMark - (controller.desiredSize ?? 0),
+    write: (chunk) => controller.enqueue(chunk),
+    end(chunk) {
+      if (chunk) controller.enqueue(chunk);
+      onAbort();
+    },
+    destroy() {
+      close();
+      controller.error(new Error("slow client dropped"));
+    },
+    onClose(fn) {
+      if (closed) fn();
+      else closers.push(fn);
+    },
+  };
+  if (signal.aborted) onAbort();
+  return { channel, body };
+}
+
 export interface SseStreamOptions {
+  readonly channel: SseChannel;
   readonly retryMs: number;
   readonly heartbeatMs: number;
   /** Bytes a stream may have queued (unread by its client) before it is dropped. */
   readonly maxQueuedBytes: number;
-  readonly signal: AbortSignal;
   readonly registry: StreamRegistry;
   readonly onClose: () => void;
   readonly onEvent?: () => void;
-  /**
-   * Cuts the client's connection (Node: destroys the socket), which cancels the body
-   * quietly; without it a dropped stream is errored, which the adapter may log.
-   */
-  readonly drop?: () => boolean;
 }
 
 export interface SseStream {
-  readonly body: ReadableStream<Uint8Array>;
   /** Sends one encoded state event; ends the stream after a final one. */
   send(state: BindState, frame: Uint8Array): void;
   /** Ends the stream (optionally with a `retry` hint first). */
@@ -61,13 +126,12 @@ export interface SseStream {
 }
 
 /**
- * One SSE response body. A client that disconnects (the request's abort signal,
- * which @hono/node-server fires when the socket closes, or a cancelled reader) is
- * detached at once; a client that stops reading is dropped once its queue passes
- * the cap, never buffered without limit.
+ * One SSE stream over a channel: the `retry` preamble, heartbeats while silent, the
+ * final event ending it, and a client that stops reading dropped once its queue
+ * passes the cap, never buffered without limit.
  */
 export function createSseStream(opts: SseStreamOptions): SseStream {
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const { channel } = opts;
   let closed = false;
   let lastWriteAt = Date.now();
   let heartbeat: ReturnType<typeof setTimeout> | null = null;
@@ -77,61 +141,42 @@ export function createSseStream(opts: SseStreamOptions): SseStream {
     closed = true;
     if (heartbeat) clearTimeout(heartbeat);
     heartbeat = null;
-    opts.signal.removeEventListener("abort", onAbort);
     opts.registry.delete(handle);
     opts.onClose();
   };
-  const onAbort = () => {
-    cleanup();
-    try {
-      controller.close();
-    } catch {
-      // already closed or errored
-    }
-  };
 
-  const write = (chunk: Uint8Array): boolean => {
+  /** Writes a chunk, the last one when `last`; false when the stream is gone or was just dropped. */
+  const write = (chunk: Uint8Array, last = false): boolean => {
     if (closed) return false;
-    // desiredSize goes negative by the bytes queued beyond the high-water mark.
-    if ((controller.desiredSize ?? 0) < -opts.maxQueuedBytes) {
+    if (channel.queuedBytes() > opts.maxQueuedBytes) {
       cleanup();
-      if (!opts.drop?.()) controller.error(new Error("slow client dropped"));
+      channel.destroy();
       return false;
     }
-    controller.enqueue(chunk);
-    lastWriteAt = Date.now();
+    if (last) {
+      cleanup();
+      channel.end(chunk);
+    } else {
+      channel.write(chunk);
+      lastWriteAt = Date.now();
+    }
     return true;
   };
 
   const end = (retryHintMs?: number) => {
     if (closed) return;
-    if (retryHintMs !== undefined) write(encoder.encode(encodeRetry(retryHintMs)));
-    cleanup();
-    try {
-      controller.close();
-    } catch {
-      // already closed
+    if (retryHintMs !== undefined) write(encoder.encode(encodeRetry(retryHintMs)), true);
+    else {
+      cleanup();
+      channel.end();
     }
   };
 
   const handle: OpenStream = { end };
-
-  const body = new ReadableStream<Uint8Array>(
-    {
-      start(c) {
-        controller = c;
-      },
-      cancel() {
-        cleanup();
-      },
-    },
-    { highWaterMark: 16 * 1024, size: (chunk) => chunk.byteLength },
-  );
-
+  channel.onClose(cleanup);
+  if (closed) return { send() {}, end() {} };
   write(encoder.encode(encodeRetry(opts.retryMs)));
   opts.registry.add(handle);
-  if (opts.signal.aborted) onAbort();
-  else opts.signal.addEventListener("abort", onAbort, { once: true });
 
   // A ping once HEARTBEAT_MS pass with nothing written: the timer is re-armed for what is left
   // of the silence, so no gap exceeds HEARTBEAT_MS (a skip-a-tick interval allowed almost twice).
@@ -145,11 +190,10 @@ export function createSseStream(opts: SseStreamOptions): SseStream {
   heartbeat = setTimeout(beat, opts.heartbeatMs);
 
   return {
-    body,
     send(state, frame) {
-      if (!write(frame)) return;
-      opts.onEvent?.();
-      if (state.final) end();
+      if (closed) return;
+      // The final event and the end of the response go out together.
+      if (write(frame, state.final)) opts.onEvent?.();
     },
     end,
   };

@@ -1,4 +1,4 @@
-import { type DestinationStream, type Logger as PinoLogger, pino } from "pino";
+import { type DestinationStream, type Logger as PinoLogger, pino, destination as pinoDestination } from "pino";
 
 /** Masks an open_id to its first and last two characters: enough to correlate, not to identify. */
 export function maskOpenId(openId: string): string {
@@ -44,5 +44,7 @@ export function createLogger(level: string, destination?: DestinationStream): Pi
       },
     },
   };
-  return destination ? pino(options, destination) : pino(options);
+  // Synchronous writes to stdout: bindwatch logs little, and no line (the last ones before
+  // process.exit above all) may be lost in an asynchronous buffer.
+  return pino(options, destination ?? pinoDestination({ dest: 1, sync: true }));
 }

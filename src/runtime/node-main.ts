@@ -30,19 +30,20 @@ async function main(): Promise<void> {
     if (signalled) return;
     signalled = true;
     logger.info({ signal }, "stopping");
+    const exit = (code: number) => process.exit(code);
     const force = setTimeout(() => {
       logger.error({}, "graceful stop took too long; exiting");
-      process.exit(1);
+      exit(1);
     }, STOP_DEADLINE_MS - 500);
     force.unref();
     server.stop().then(
       () => {
         logger.info({}, "stopped");
-        process.exit(0);
+        exit(0);
       },
       (err: unknown) => {
         logger.error({ err }, "stop failed");
-        process.exit(1);
+        exit(1);
       },
     );
   };

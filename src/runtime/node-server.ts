@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { getRequestListener, type HttpBindings, serve } from "@hono/node-server";
+import { getRequestListener, serve } from "@hono/node-server";
 import type { Logger as PinoLogger } from "pino";
 import { createApp } from "../http/app.js";
 import { errorBody } from "../http/errors.js";
@@ -17,6 +17,7 @@ import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
 import { createRedisConnections, createRedisCoordinator, type RedisConnections } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
+import { openNodeSseChannel } from "./node-sse.js";
 
 export interface RunningServer {
   readonly url: string;
@@ -139,13 +140,7 @@ export async function startNodeServer(
       maxStreams: config.maxStreams,
     },
     observer: metrics.http,
-    // A slow client is cut at its socket: the adapter then cancels the body without logging.
-    dropConnection: (c) => {
-      const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
-      if (!outgoing) return false;
-      outgoing.destroy();
-      return true;
-    },
+    openSseChannel: openNodeSseChannel,
     ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
     access: {
