@@ -1,7 +1,11 @@
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
 
-describeCoordinatorContract("in-memory", async (options) => {
-  const coordinator = createMemoryCoordinator(options);
-  return { coordinator, cleanup: () => coordinator.close() };
-});
+describeCoordinatorContract(
+  "in-memory",
+  async (options) => {
+    const coordinator = createMemoryCoordinator(options);
+    return { coordinator, cleanup: () => coordinator.close() };
+  },
+  { sharedByInstances: false },
+);

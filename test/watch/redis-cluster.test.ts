@@ -48,21 +48,30 @@ afterAll(async () => {
   await cluster?.stop();
 }, 30_000);
 
-describeCoordinatorContract("Redis Cluster (3 masters, sharded pub/sub)", async (options) => {
-  const prefix = `bwtest:${randomUUID()}:`;
-  const [first, other] = pairs;
-  if (!first || !other) throw new Error("cluster clients are not connected");
-  const coordinator = createRedisCoordinator({ redis: first.redis, subscriber: first.subscriber, prefix, ...options });
-  const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
-  return {
-    coordinator,
-    second,
-    async cleanup() {
-      await coordinator.close();
-      await second.close();
-    },
-  };
-});
+describeCoordinatorContract(
+  "Redis Cluster (3 masters, sharded pub/sub)",
+  async (options) => {
+    const prefix = `bwtest:${randomUUID()}:`;
+    const [first, other] = pairs;
+    if (!first || !other) throw new Error("cluster clients are not connected");
+    const coordinator = createRedisCoordinator({
+      redis: first.redis,
+      subscriber: first.subscriber,
+      prefix,
+      ...options,
+    });
+    const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
+    return {
+      coordinator,
+      second,
+      async cleanup() {
+        await coordinator.close();
+        await second.close();
+      },
+    };
+  },
+  { sharedByInstances: true },
+);
 
 describe("Redis Cluster coordinator", () => {
   it("re-reads subscribed traces after its sharded subscribers reconnect", async () => {

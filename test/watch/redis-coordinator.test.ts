@@ -35,19 +35,28 @@ afterAll(async () => {
   await stopRedis();
 });
 
-describeCoordinatorContract("Redis", async (options) => {
-  const prefix = `bwtest:${randomUUID()}:`;
-  const coordinator = createRedisCoordinator({ redis: first.redis, subscriber: first.subscriber, prefix, ...options });
-  const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
-  return {
-    coordinator,
-    second,
-    async cleanup() {
-      await coordinator.close();
-      await second.close();
-    },
-  };
-});
+describeCoordinatorContract(
+  "Redis",
+  async (options) => {
+    const prefix = `bwtest:${randomUUID()}:`;
+    const coordinator = createRedisCoordinator({
+      redis: first.redis,
+      subscriber: first.subscriber,
+      prefix,
+      ...options,
+    });
+    const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
+    return {
+      coordinator,
+      second,
+      async cleanup() {
+        await coordinator.close();
+        await second.close();
+      },
+    };
+  },
+  { sharedByInstances: true },
+);
 
 function registration(): BindRegistration {
   return { trace_id: `trace-${randomUUID()}`, open_id: "open-1", product_key: "pk-1", user_type: "ilop" };
