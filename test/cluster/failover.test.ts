@@ -1,21 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  ensureBuilt,
+  type Cluster,
   finalEventsOf,
   findLeaseHolder,
   type Gateway,
   gapsOf,
   type Instance,
-  killAll,
   openWatcher,
-  startGateway,
-  startInstances,
+  startCluster,
   type Watcher,
   waitForCallAfter,
-  warmUp,
 } from "../support/cluster.js";
-import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -29,31 +25,23 @@ const APP_SECRET = "cluster-failover-secret";
 const INTERVAL_MS = 1000;
 const TAKEOVER_MS = Math.max(3 * INTERVAL_MS, 5_000);
 
-let redis: RedisServer;
+let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
 beforeAll(async () => {
-  ensureBuilt();
-  [redis, gateway] = await Promise.all([startRedisServer(), startGateway({ appKey: APP_KEY, appSecret: APP_SECRET })]);
-  instances = await startInstances(3, {
-    REDIS_URL: redis.url,
-    TOP_APP_KEY: APP_KEY,
-    TOP_APP_SECRET: APP_SECRET,
-    TOP_GATEWAY_URL: gateway.url,
-    POLL_INTERVAL_MS: String(INTERVAL_MS),
-    POLL_LINGER_MS: "500",
-    UPSTREAM_QPS: "1000",
+  cluster = await startCluster({
+    count: 3,
+    appKey: APP_KEY,
+    appSecret: APP_SECRET,
+    intervalMs: INTERVAL_MS,
   });
-  await warmUp(instances, gateway);
+  ({ gateway, instances } = cluster);
 }, 120_000);
 
 afterAll(async () => {
-  for (const w of watchers.splice(0)) w.reader.close();
-  await killAll(instances);
-  await gateway?.close();
-  await redis?.stop();
+  await cluster?.stop(watchers.splice(0));
 });
 
 describe("kill -9 of the lease holder mid-watch", () => {

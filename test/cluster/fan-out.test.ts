@@ -1,21 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type SimTraceReport, scriptBoundAfter } from "../../src/sim/gateway.js";
 import {
+  type Cluster,
   callStarts,
-  ensureBuilt,
   finalEventsOf,
   type Gateway,
   gapsOf,
   type Instance,
-  killAll,
   mean,
   openWatcher,
-  startGateway,
-  startInstances,
+  startCluster,
   type Watcher,
-  warmUp,
 } from "../support/cluster.js";
-import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -31,33 +27,26 @@ const TRACES = 30;
 const WATCHERS_PER_TRACE = 10;
 const INSTANCES = 3;
 
-let redis: RedisServer;
+let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
 beforeAll(async () => {
-  ensureBuilt();
-  [redis, gateway] = await Promise.all([startRedisServer(), startGateway({ appKey: APP_KEY, appSecret: APP_SECRET })]);
-  instances = await startInstances(INSTANCES, {
-    REDIS_URL: redis.url,
-    TOP_APP_KEY: APP_KEY,
-    TOP_APP_SECRET: APP_SECRET,
-    TOP_GATEWAY_URL: gateway.url,
-    POLL_INTERVAL_MS: String(INTERVAL_MS),
-    POLL_LINGER_MS: "500",
-    // High enough that the deployment-wide budget never delays a call: cadence is the scheduler's alone.
-    UPSTREAM_QPS: "1000",
-    MAX_STREAMS: "1000",
+  cluster = await startCluster({
+    count: INSTANCES,
+    appKey: APP_KEY,
+    appSecret: APP_SECRET,
+    intervalMs: INTERVAL_MS,
+    env: {
+      MAX_STREAMS: "1000",
+    },
   });
-  await warmUp(instances, gateway);
+  ({ gateway, instances } = cluster);
 }, 120_000);
 
 afterAll(async () => {
-  for (const w of watchers.splice(0)) w.reader.close();
-  await killAll(instances);
-  await gateway?.close();
-  await redis?.stop();
+  await cluster?.stop(watchers.splice(0));
 });
 
 /** Binds finished, summed over the instances (the warm-up traces count too). */

@@ -1,21 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  ensureBuilt,
+  type Cluster,
   finalEventsOf,
   findLeaseHolder,
   type Gateway,
   gapsOf,
   type Instance,
-  killAll,
   openWatcher,
-  startGateway,
-  startInstances,
+  startCluster,
   type Watcher,
   waitForCallAfter,
-  warmUp,
 } from "../support/cluster.js";
-import { type RedisServer, startRedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -31,31 +27,23 @@ const MIN_GAP_MS = 0.8 * INTERVAL_MS;
 /** Scheduling, two Redis round trips and one HTTP call on a loaded 2-core machine. */
 const SLACK_MS = 300;
 
-let redis: RedisServer;
+let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
 beforeAll(async () => {
-  ensureBuilt();
-  [redis, gateway] = await Promise.all([startRedisServer(), startGateway({ appKey: APP_KEY, appSecret: APP_SECRET })]);
-  instances = await startInstances(3, {
-    REDIS_URL: redis.url,
-    TOP_APP_KEY: APP_KEY,
-    TOP_APP_SECRET: APP_SECRET,
-    TOP_GATEWAY_URL: gateway.url,
-    POLL_INTERVAL_MS: String(INTERVAL_MS),
-    POLL_LINGER_MS: "500",
-    UPSTREAM_QPS: "1000",
+  cluster = await startCluster({
+    count: 3,
+    appKey: APP_KEY,
+    appSecret: APP_SECRET,
+    intervalMs: INTERVAL_MS,
   });
-  await warmUp(instances, gateway);
+  ({ gateway, instances } = cluster);
 }, 120_000);
 
 afterAll(async () => {
-  for (const w of watchers.splice(0)) w.reader.close();
-  await killAll(instances);
-  await gateway?.close();
-  await redis?.stop();
+  await cluster?.stop(watchers.splice(0));
 });
 
 describe("SIGTERM to the lease holder", () => {

@@ -1,20 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  ensureBuilt,
+  type Cluster,
   finalEventsOf,
   type Gateway,
   gapsOf,
   type Instance,
-  killAll,
   openWatcher,
-  startGateway,
-  startInstances,
+  startCluster,
   type Watcher,
   waitForCallAfter,
-  warmUp,
 } from "../support/cluster.js";
-import { type RedisServer, startRedisServer } from "../support/redis-server.js";
+import type { RedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -32,33 +29,28 @@ const TRACES = 3;
 const INSTANCES = 3;
 const WATCHERS_PER_INSTANCE = 2;
 
+let cluster: Cluster;
 let redis: RedisServer;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
 beforeAll(async () => {
-  ensureBuilt();
-  [redis, gateway] = await Promise.all([startRedisServer(), startGateway({ appKey: APP_KEY, appSecret: APP_SECRET })]);
-  instances = await startInstances(INSTANCES, {
-    REDIS_URL: redis.url,
-    TOP_APP_KEY: APP_KEY,
-    TOP_APP_SECRET: APP_SECRET,
-    TOP_GATEWAY_URL: gateway.url,
-    POLL_INTERVAL_MS: String(INTERVAL_MS),
-    POLL_LINGER_MS: "500",
-    UPSTREAM_QPS: "1000",
-    // Pings show that a stream is alive while no state can change.
-    HEARTBEAT_MS: String(HEARTBEAT_MS),
+  cluster = await startCluster({
+    count: INSTANCES,
+    appKey: APP_KEY,
+    appSecret: APP_SECRET,
+    intervalMs: INTERVAL_MS,
+    env: {
+      // Pings show that a stream is alive while no state can change.
+      HEARTBEAT_MS: String(HEARTBEAT_MS),
+    },
   });
-  await warmUp(instances, gateway);
+  ({ redis, gateway, instances } = cluster);
 }, 120_000);
 
 afterAll(async () => {
-  for (const w of watchers.splice(0)) w.reader.close();
-  await killAll(instances);
-  await gateway?.close();
-  await redis?.stop();
+  await cluster?.stop(watchers.splice(0));
 });
 
 async function statusesOf(path: string): Promise<number[]> {

@@ -2,7 +2,8 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { type SimStats, type SimTraceReport, scriptBoundAfter, type TraceScriptInput } from "../../src/sim/gateway.js";
-import { ENTRY, ROOT } from "./build.js";
+import { ENTRY, ensureBuilt, ROOT } from "./build.js";
+import { type RedisServer, startRedisServer } from "./redis-server.js";
 import { bindBody, postBind, waitUntil } from "./server.js";
 import { openSse, type SseReader } from "./sse-reader.js";
 
@@ -389,4 +390,55 @@ export function waitForCallAfter(
     `${what} of ${traceId} after ${afterMs}`,
     5,
   );
+}
+
+// ---- a whole deployment -----------------------------------------------------------
+
+export interface Cluster {
+  readonly redis: RedisServer;
+  readonly gateway: Gateway;
+  readonly instances: Instance[];
+  /** Closes the given watchers, kills every instance, stops the gateway and Redis. */
+  stop(watchers?: readonly Watcher[]): Promise<void>;
+}
+
+/**
+ * A fresh redis-server, the gateway double and `count` warmed-up instances on them,
+ * polling every `intervalMs` with a deployment budget high enough never to delay a
+ * call (cadence is the scheduler's alone) and a short linger; `env` adds or overrides.
+ */
+export async function startCluster(opts: {
+  readonly count: number;
+  readonly appKey: string;
+  readonly appSecret: string;
+  readonly intervalMs: number;
+  readonly env?: Readonly<Record<string, string>>;
+}): Promise<Cluster> {
+  ensureBuilt();
+  const [redis, gateway] = await Promise.all([
+    startRedisServer(),
+    startGateway({ appKey: opts.appKey, appSecret: opts.appSecret }),
+  ]);
+  const instances = await startInstances(opts.count, {
+    REDIS_URL: redis.url,
+    TOP_APP_KEY: opts.appKey,
+    TOP_APP_SECRET: opts.appSecret,
+    TOP_GATEWAY_URL: gateway.url,
+    POLL_INTERVAL_MS: String(opts.intervalMs),
+    POLL_LINGER_MS: "500",
+    UPSTREAM_QPS: "1000",
+    ...opts.env,
+  });
+  await warmUp(instances, gateway);
+  return {
+    redis,
+    gateway,
+    instances,
+    async stop(watchers = []) {
+      for (const w of watchers) w.reader.close();
+      await killAll(instances);
+      await gateway.close();
+      await redis.stop();
+    },
+  };
 }
