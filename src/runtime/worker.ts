@@ -360,6 +360,8 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       config,
       logger,
       instanceId: this.ctx.id.toString(),
+      // A final state needs no watchdog any more: the alarm moves to the end of the retention.
+      observer: { onFinished: () => void this.planAlarm().catch(() => undefined) },
     });
     const app = createApp({
       service,
