@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { childPids } from "./lib/proc.js";
-import { freePort, waitFor } from "./lib/spawn.js";
+import { freePort, terminate, waitFor } from "./lib/spawn.js";
 
 /*
  * The Nchan baseline: Debian's nginx-light with libnginx-mod-nchan, one worker, a
@@ -196,13 +196,8 @@ http {
       if (!res.ok) throw new Error(`nchan publish answered ${res.status}`);
     },
     async stop() {
-      if (child.exitCode === null) {
-        // QUIT: graceful; TERM: fast. Subscribers are already gone by now.
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      // TERM: nginx's fast shutdown; subscribers are already gone by now.
+      await terminate(child, exited);
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -2,15 +2,8 @@ import type { ChildProcess } from "node:child_process";
 import type { ClientCommand, ClientMessage, ClientReady, ClientReport } from "../client.js";
 import { forkHelper } from "./spawn.js";
 
-/** What all client processes report together. */
-export interface PoolReport {
-  readonly open: number;
-  readonly ready: number;
-  readonly failed: number;
-  readonly dropped: number;
-  readonly pings: number;
-  readonly pinged: number;
-  readonly marked: number;
+/** What all client processes report together: their counts summed, their times and statuses merged. */
+export interface PoolReport extends Omit<ClientReport, "type" | "times" | "statuses"> {
   readonly times: number[];
   readonly statuses: Record<string, number>;
 }

@@ -35,6 +35,15 @@ export async function waitFor<T>(
   }
 }
 
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once `exited` does. A child already gone is left alone. */
+export async function terminate(child: ChildProcess, exited: Promise<void>, graceMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 /** A loopback port nobody listens on right now. */
@@ -118,11 +127,7 @@ export async function startNodeProcess(opts: {
     url: resolved,
     output: () => text,
     async stop(graceMs = 10_000) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-      await exited;
-      clearTimeout(timer);
+      await terminate(child, exited, graceMs);
     },
   };
 }
@@ -209,12 +214,7 @@ export async function startRedis(): Promise<RedisProcess> {
     url: `redis://127.0.0.1:${port}`,
     pid: child.pid ?? 0,
     async stop() {
-      if (child.exitCode === null) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await terminate(child, exited);
       rmSync(dir, { recursive: true, force: true });
     },
   };
