@@ -1,14 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  type Cluster,
   finalEventsOf,
   findLeaseHolder,
   type Gateway,
   gapsOf,
   type Instance,
   openWatcher,
-  startCluster,
+  useCluster,
   type Watcher,
   waitForCallAfter,
 } from "../support/cluster.js";
@@ -25,24 +24,22 @@ const APP_SECRET = "cluster-failover-secret";
 const INTERVAL_MS = 1000;
 const TAKEOVER_MS = Math.max(3 * INTERVAL_MS, 5_000);
 
-let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
-beforeAll(async () => {
-  cluster = await startCluster({
+useCluster(
+  {
     count: 3,
     appKey: APP_KEY,
     appSecret: APP_SECRET,
     intervalMs: INTERVAL_MS,
-  });
-  ({ gateway, instances } = cluster);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.stop(watchers.splice(0));
-});
+    watchers,
+  },
+  (cluster) => {
+    ({ gateway, instances } = cluster);
+  },
+);
 
 describe("kill -9 of the lease holder mid-watch", () => {
   it("another instance with watchers resumes within max(3 × interval, 5 s), in single flight", async () => {

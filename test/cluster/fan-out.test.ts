@@ -1,7 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type SimTraceReport, scriptBoundAfter } from "../../src/sim/gateway.js";
 import {
-  type Cluster,
   callStarts,
   finalEventsOf,
   type Gateway,
@@ -9,7 +8,7 @@ import {
   type Instance,
   mean,
   openWatcher,
-  startCluster,
+  useCluster,
   type Watcher,
 } from "../support/cluster.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
@@ -27,13 +26,12 @@ const TRACES = 30;
 const WATCHERS_PER_TRACE = 10;
 const INSTANCES = 3;
 
-let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
-beforeAll(async () => {
-  cluster = await startCluster({
+useCluster(
+  {
     count: INSTANCES,
     appKey: APP_KEY,
     appSecret: APP_SECRET,
@@ -41,13 +39,12 @@ beforeAll(async () => {
     env: {
       MAX_STREAMS: "1000",
     },
-  });
-  ({ gateway, instances } = cluster);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.stop(watchers.splice(0));
-});
+    watchers,
+  },
+  (cluster) => {
+    ({ gateway, instances } = cluster);
+  },
+);
 
 /** Binds finished, summed over the instances (the warm-up traces count too). */
 async function finishedBinds(): Promise<number> {

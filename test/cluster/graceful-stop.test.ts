@@ -1,14 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  type Cluster,
   finalEventsOf,
   findLeaseHolder,
   type Gateway,
   gapsOf,
   type Instance,
   openWatcher,
-  startCluster,
+  useCluster,
   type Watcher,
   waitForCallAfter,
 } from "../support/cluster.js";
@@ -27,24 +26,22 @@ const MIN_GAP_MS = 0.8 * INTERVAL_MS;
 /** Scheduling, two Redis round trips and one HTTP call on a loaded 2-core machine. */
 const SLACK_MS = 300;
 
-let cluster: Cluster;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
-beforeAll(async () => {
-  cluster = await startCluster({
+useCluster(
+  {
     count: 3,
     appKey: APP_KEY,
     appSecret: APP_SECRET,
     intervalMs: INTERVAL_MS,
-  });
-  ({ gateway, instances } = cluster);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.stop(watchers.splice(0));
-});
+    watchers,
+  },
+  (cluster) => {
+    ({ gateway, instances } = cluster);
+  },
+);
 
 describe("SIGTERM to the lease holder", () => {
   it("exits 0 within 10 s, ends its streams with a retry hint, and another instance polls on at once", async () => {

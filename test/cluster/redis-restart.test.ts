@@ -1,13 +1,12 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
-  type Cluster,
   finalEventsOf,
   type Gateway,
   gapsOf,
   type Instance,
   openWatcher,
-  startCluster,
+  useCluster,
   type Watcher,
   waitForCallAfter,
 } from "../support/cluster.js";
@@ -29,14 +28,13 @@ const TRACES = 3;
 const INSTANCES = 3;
 const WATCHERS_PER_INSTANCE = 2;
 
-let cluster: Cluster;
 let redis: RedisServer;
 let gateway: Gateway;
 let instances: Instance[] = [];
 const watchers: Watcher[] = [];
 
-beforeAll(async () => {
-  cluster = await startCluster({
+useCluster(
+  {
     count: INSTANCES,
     appKey: APP_KEY,
     appSecret: APP_SECRET,
@@ -45,13 +43,12 @@ beforeAll(async () => {
       // Pings show that a stream is alive while no state can change.
       HEARTBEAT_MS: String(HEARTBEAT_MS),
     },
-  });
-  ({ redis, gateway, instances } = cluster);
-}, 120_000);
-
-afterAll(async () => {
-  await cluster?.stop(watchers.splice(0));
-});
+    watchers,
+  },
+  (cluster) => {
+    ({ redis, gateway, instances } = cluster);
+  },
+);
 
 async function statusesOf(path: string): Promise<number[]> {
   return Promise.all(

@@ -1,6 +1,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
+import { afterAll, beforeAll } from "vitest";
 import { type SimStats, type SimTraceReport, scriptBoundAfter, type TraceScriptInput } from "../../src/sim/gateway.js";
 import { ENTRY, ensureBuilt, ROOT } from "./build.js";
 import { type RedisServer, startRedisServer } from "./redis-server.js";
@@ -441,4 +442,22 @@ export async function startCluster(opts: {
       await redis.stop();
     },
   };
+}
+
+/**
+ * Starts a cluster before the file's tests (`startCluster`), hands it to `onStarted`,
+ * and stops it after them, closing `watchers` first.
+ */
+export function useCluster(
+  opts: Parameters<typeof startCluster>[0] & { readonly watchers: Watcher[] },
+  onStarted: (cluster: Cluster) => void,
+): void {
+  let cluster: Cluster | undefined;
+  beforeAll(async () => {
+    cluster = await startCluster(opts);
+    onStarted(cluster);
+  }, 120_000);
+  afterAll(async () => {
+    await cluster?.stop(opts.watchers.splice(0));
+  });
 }

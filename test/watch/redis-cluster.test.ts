@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { createInitialState } from "../../src/domain/state.js";
 import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
+import { redisContractSubject } from "../support/redis-contract.js";
 import { type RedisCluster, startRedisCluster } from "../support/redis-server.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
 
@@ -51,24 +52,9 @@ afterAll(async () => {
 describeCoordinatorContract(
   "Redis Cluster (3 masters, sharded pub/sub)",
   async (options) => {
-    const prefix = `bwtest:${randomUUID()}:`;
     const [first, other] = pairs;
     if (!first || !other) throw new Error("cluster clients are not connected");
-    const coordinator = createRedisCoordinator({
-      redis: first.redis,
-      subscriber: first.subscriber,
-      prefix,
-      ...options,
-    });
-    const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
-    return {
-      coordinator,
-      second,
-      async cleanup() {
-        await coordinator.close();
-        await second.close();
-      },
-    };
+    return redisContractSubject(first, other, options);
   },
   { sharedByInstances: true },
 );

@@ -11,6 +11,7 @@ import {
   type RedisConnections,
 } from "../../src/watch/redis-coordinator.js";
 import { createRedisKeys } from "../../src/watch/redis-keys.js";
+import { redisContractSubject } from "../support/redis-contract.js";
 import { startRedisServer, useRedis } from "../support/redis-server.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
 
@@ -35,28 +36,9 @@ afterAll(async () => {
   await stopRedis();
 });
 
-describeCoordinatorContract(
-  "Redis",
-  async (options) => {
-    const prefix = `bwtest:${randomUUID()}:`;
-    const coordinator = createRedisCoordinator({
-      redis: first.redis,
-      subscriber: first.subscriber,
-      prefix,
-      ...options,
-    });
-    const second = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...options });
-    return {
-      coordinator,
-      second,
-      async cleanup() {
-        await coordinator.close();
-        await second.close();
-      },
-    };
-  },
-  { sharedByInstances: true },
-);
+describeCoordinatorContract("Redis", async (options) => redisContractSubject(first, other, options), {
+  sharedByInstances: true,
+});
 
 function registration(): BindRegistration {
   return { trace_id: `trace-${randomUUID()}`, open_id: "open-1", product_key: "pk-1", user_type: "ilop" };
