@@ -2,11 +2,12 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { getRequestListener, serve } from "@hono/node-server";
+import { serve } from "@hono/node-server";
 import type { Logger as PinoLogger } from "pino";
 import { createApp } from "../http/app.js";
 import { errorBody } from "../http/errors.js";
 import { createStreamRegistry } from "../http/sse.js";
+import { MAX_BODY_BYTES } from "../http/validation.js";
 import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator, type TopSimulator } from "../sim/gateway.js";
@@ -17,6 +18,7 @@ import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
 import { createRedisConnections, createRedisCoordinator, type RedisConnections } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
+import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
 import { openNodeSseChannel } from "./node-sse.js";
 
 export interface RunningServer {
@@ -169,14 +171,16 @@ export async function startNodeServer(
     .then((r) => r.arrayBuffer())
     .catch(() => undefined);
   const server = createServer(
-    getRequestListener(app.fetch, {
+    createNodeRequestListener(app.fetch, {
       hostname: config.host,
+      maxDrainBytes: MAX_BODY_BYTES,
       errorHandler: (err) =>
         err instanceof Error && err.name === "RequestError"
           ? Response.json(errorBody("invalid_request", "malformed request target or Host header"), { status: 400 })
           : Response.json(errorBody("internal", "internal error"), { status: 500 }),
     }),
   );
+  applyKeepAliveTiming(server);
   server.listen(config.port, config.host);
   const port = await listen(server);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
