@@ -7,9 +7,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createTopSimulator, scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { type ChromiumSession, launchChromium } from "../support/browser.js";
 import { ENTRY, ensureBuilt, ROOT } from "../support/build.js";
+import type { PageServer } from "../support/page-server.js";
 import { startRedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
-import { type PageServer, startPageServer } from "./watch-page.js";
+import { startWatchPageServer } from "./watch-page.js";
 
 /*
  * The product in a real browser: Debian's Chromium, headless, driven by playwright-core,
@@ -26,7 +27,7 @@ const openPages: Page[] = [];
 beforeAll(async () => {
   // The servers serve the built client and the restart test runs the built entry.
   ensureBuilt();
-  [browser, pageServer] = await Promise.all([launchChromium(), startPageServer(2)]);
+  [browser, pageServer] = await Promise.all([launchChromium(), startWatchPageServer(2)]);
 }, 120_000);
 
 afterAll(async () => {

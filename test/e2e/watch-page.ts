@@ -1,5 +1,4 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type PageServer, startPageServer } from "../support/page-server.js";
 
 /*
  * An app's page, as the README tells one to write it: it imports `watchBind` from the
@@ -70,45 +69,7 @@ try {
 </html>
 `;
 
-export interface PageServer {
-  /** Origins serving the same page, e.g. one allowed by CORS_ORIGINS and one not. */
-  readonly origins: readonly string[];
-  close(): Promise<void>;
-}
-
 /** Serves WATCH_PAGE at /watch.html on `count` loopback ports, one origin each. */
-export async function startPageServer(count = 2): Promise<PageServer> {
-  const servers: Server[] = [];
-  const origins: string[] = [];
-  for (let i = 0; i < count; i += 1) {
-    const server = createServer((req, res) => {
-      if (req.url?.startsWith("/watch.html")) {
-        res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" });
-        res.end(WATCH_PAGE);
-      } else {
-        res.writeHead(req.url === "/favicon.ico" ? 204 : 404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => resolve());
-    });
-    servers.push(server);
-    origins.push(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
-  }
-  return {
-    origins,
-    async close() {
-      await Promise.all(
-        servers.map(
-          (server) =>
-            new Promise<void>((resolve) => {
-              server.close(() => resolve());
-              server.closeAllConnections();
-            }),
-        ),
-      );
-    },
-  };
+export function startWatchPageServer(count = 2): Promise<PageServer> {
+  return startPageServer(count, { "/watch.html": WATCH_PAGE });
 }

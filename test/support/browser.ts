@@ -35,10 +35,11 @@ export interface ChromiumSession {
 }
 
 /**
- * Launches headless Chromium with a fresh `--user-data-dir`.
+ * Launches headless Chromium with a fresh `--user-data-dir` (and `extraArgs`, e.g.
+ * `--ignore-certificate-errors` for a self-signed test certificate).
  * @example const browser = await launchChromium(); const page = await browser.newPage(); … await browser.close();
  */
-export async function launchChromium(): Promise<ChromiumSession> {
+export async function launchChromium(opts: { readonly extraArgs?: readonly string[] } = {}): Promise<ChromiumSession> {
   if (!existsSync(CHROMIUM_PATH)) {
     throw new Error(`no Chromium at ${CHROMIUM_PATH}: apt-get install chromium, or set CHROMIUM_PATH`);
   }
@@ -49,7 +50,7 @@ export async function launchChromium(): Promise<ChromiumSession> {
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM_PATH,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...(opts.extraArgs ?? [])],
       timeout: 30_000,
     });
   } catch (err) {

@@ -1,10 +1,11 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
+import { findFreePort } from "./ports.js";
 
 const execFileAsync = promisify(execFile);
 const HOST = "127.0.0.1";
@@ -33,40 +34,6 @@ export interface StartRedisServerOptions {
   readonly args?: readonly string[];
   /** Use this port instead of a free one. */
   readonly port?: number;
-}
-
-/**
- * A port nobody listens on right now (the OS picks it); with `alsoFreeOffset`, `port + offset`
- * must be free too (a Cluster node's bus port is port + 10000).
- */
-async function findFreePort(alsoFreeOffset?: number): Promise<number> {
-  for (let i = 0; i < 50; i += 1) {
-    const port = await listenOnce(0);
-    if (alsoFreeOffset === undefined) return port;
-    if (port + alsoFreeOffset <= 65_535 && (await isFree(port + alsoFreeOffset))) return port;
-  }
-  throw new Error("no free port found");
-}
-
-function listenOnce(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(port, HOST, () => {
-      const address = server.address();
-      const bound = typeof address === "object" && address ? address.port : port;
-      server.close(() => resolve(bound));
-    });
-  });
-}
-
-async function isFree(port: number): Promise<boolean> {
-  try {
-    await listenOnce(port);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** One RESP command over a raw socket; resolves to the raw reply text or rejects on error/timeout. */
