@@ -51,3 +51,13 @@ export function redactUrl(url: string): string {
   const i = url.indexOf("?");
   return i === -1 ? url : `${url.slice(0, i)}?[redacted]`;
 }
+
+/**
+ * Whose registration quota a POST counts against: a digest of its API key (the key itself
+ * is never stored), or one shared quota for open access.
+ * @example quotaKeyOf("key-1") // "k:…" (16 characters of SHA-256)
+ */
+export function quotaKeyOf(apiKey: string | null): string {
+  if (apiKey === null) return "open";
+  return `k:${createHash("sha256").update(apiKey, "utf8").digest("base64url").slice(0, 16)}`;
+}

@@ -8,7 +8,7 @@ import { silentLogger } from "../domain/logger.js";
 import { parseEventId } from "../domain/sse.js";
 import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
-import { bearerOf, createWatchToken, matchesAnyKey, redactUrl, verifyWatchToken } from "./access.js";
+import { bearerOf, createWatchToken, matchesAnyKey, quotaKeyOf, redactUrl, verifyWatchToken } from "./access.js";
 import { jsonError } from "./errors.js";
 import { createBodyChannel, createSseStream, SSE_HEADERS, type SseChannel, type StreamRegistry } from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
@@ -35,6 +35,8 @@ export interface AccessConfig {
   readonly tokenGraceMs: number;
   /** Exact browser origins allowed by CORS; `*` allows any origin without credentials. */
   readonly corsOrigins: readonly string[];
+  /** New registrations per API key and minute (REGISTRATIONS_PER_MINUTE); unset for no limit. */
+  readonly registrationsPerMinute?: number | undefined;
 }
 
 export interface HttpObserver {
@@ -48,6 +50,8 @@ export interface AppDeps {
   readonly logger?: Logger;
   readonly observer?: HttpObserver;
   readonly access?: AccessConfig;
+  /** What `/healthz` says this instance is: answering from the TOP simulator or from TOP. */
+  readonly mode: "simulator" | "live";
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
   /**
@@ -145,7 +149,7 @@ export function createApp(deps: AppDeps): Hono {
   });
   app.notFound((c) => jsonError(c, 404, "not_found", `no route for ${c.req.method} ${c.req.path}`));
 
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/healthz", (c) => c.json({ status: "ok", mode: deps.mode }));
   app.get("/readyz", async (c) => {
     const ready = deps.isReady ? await deps.isReady().catch(() => false) : true;
     return ready
@@ -216,7 +220,23 @@ export function createApp(deps: AppDeps): Hono {
       }
       const parsed = parseRegistration(body);
       if (!parsed.ok) return jsonError(c, 400, "invalid_request", parsed.message, parsed.field);
-      const result = await service.register(parsed.value);
+      const perMinute = access.registrationsPerMinute;
+      const quota =
+        perMinute === undefined
+          ? undefined
+          : { key: quotaKeyOf(access.apiKeys.length > 0 ? bearerOf(c.req.header("authorization")) : null), perMinute };
+      const result = await service.register(parsed.value, quota);
+      if (result.kind === "rate_limited") {
+        const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+        return jsonError(
+          c,
+          429,
+          "rate_limited",
+          `at most ${perMinute} new registrations a minute for this API key; retry in ${seconds} s`,
+          undefined,
+          { "retry-after": String(seconds) },
+        );
+      }
       if (result.kind === "conflict") {
         return jsonError(c, 409, "conflict", "this trace_id is registered with different parameters", "trace_id");
       }

@@ -11,6 +11,8 @@ export type ErrorCode =
   | "payload_too_large"
   | "unsupported_media_type"
   | "too_many_streams"
+  | "rate_limited"
+  | "misconfigured"
   | "unavailable"
   | "internal";
 

@@ -13,8 +13,16 @@ export interface Config {
     readonly session: string | undefined;
     readonly timeoutMs: number;
   };
-  /** True when no TOP credentials are set: the in-process gateway simulator answers. */
+  /** True in simulator mode (SPEC §6): the in-process gateway simulator answers instead of TOP. */
   readonly simulator: boolean;
+  /** What `/healthz` and the first log line say: `simulator` or `live`. */
+  readonly mode: "simulator" | "live";
+  /** Production rules apply (SPEC §5): `NODE_ENV=production` on Node, always at the edge. */
+  readonly production: boolean;
+  /** `ALLOW_OPEN_ACCESS=true`: production may run without API_KEYS. */
+  readonly allowOpenAccess: boolean;
+  /** New registrations per API key and minute, deployment-wide; `undefined` for no limit. */
+  readonly registrationsPerMinute: number | undefined;
   readonly redisUrl: string | undefined;
   readonly pollIntervalMs: number;
   readonly pollLingerMs: number;
@@ -30,13 +38,18 @@ export interface Config {
   readonly logLevel: string;
 }
 
+/** A variable with a bad value, or a combination bindwatch refuses to run with; names the variables at fault. */
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
+  /** Every variable at fault, the first one in `variable`. */
+  readonly variables: readonly string[];
   constructor(
     readonly variable: string,
     message: string,
+    others: readonly string[] = [],
   ) {
     super(`${variable}: ${message}`);
+    this.variables = [variable, ...others];
   }
 }
 
@@ -56,6 +69,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
   return value;
+}
+
+function flag(env: Env, name: string, values: readonly [on: string, off: string]): boolean | undefined {
+  const raw = read(env, name)?.toLowerCase();
+  if (raw === undefined) return undefined;
+  if (raw === values[0]) return true;
+  if (raw === values[1]) return false;
+  throw new ConfigError(name, `must be ${values[0]} or ${values[1]}, got "${raw}"`);
 }
 
 function list(env: Env, name: string): string[] {
@@ -82,20 +103,61 @@ function url(env: Env, name: string, fallback: string | undefined, protocols: re
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+export interface ParseConfigOptions {
+  /** Hold the configuration to the production rules of SPEC §5 whatever NODE_ENV says (the edge). */
+  readonly production?: boolean;
+}
+
 /**
- * Parses the environment into a frozen Config; a bad value throws a ConfigError
- * that names the variable.
- * @example const config = parseConfig(process.env);
+ * Simulator or live (SPEC §5, §6): `SIMULATOR=on` runs the simulator, and is refused
+ * together with credentials (which of the two was meant cannot be told); without
+ * `SIMULATOR`, credentials mean live and their absence means the simulator — outside
+ * production only, where a missing secret must stop the process rather than let a
+ * simulated device answer real users.
  */
-export function parseConfig(env: Env): Config {
+function parseMode(env: Env, production: boolean): { simulator: boolean; appKey?: string; appSecret?: string } {
   const appKey = read(env, "TOP_APP_KEY");
   const appSecret = read(env, "TOP_APP_SECRET");
-  if ((appKey === undefined) !== (appSecret === undefined)) {
+  const simulator = flag(env, "SIMULATOR", ["on", "off"]);
+  if (simulator === true) {
+    if (appKey !== undefined || appSecret !== undefined) {
+      throw new ConfigError(
+        "SIMULATOR",
+        "SIMULATOR=on together with TOP_APP_KEY / TOP_APP_SECRET is ambiguous: unset the credentials for the simulator, or SIMULATOR for TOP",
+        [appKey !== undefined ? "TOP_APP_KEY" : "TOP_APP_SECRET"],
+      );
+    }
+    return { simulator: true };
+  }
+  const missing = [appKey === undefined ? "TOP_APP_KEY" : "", appSecret === undefined ? "TOP_APP_SECRET" : ""].filter(
+    (name) => name !== "",
+  );
+  if (missing.length === 1) {
+    throw new ConfigError(missing[0] as string, "set both TOP_APP_KEY and TOP_APP_SECRET, or neither");
+  }
+  if (missing.length === 0) return { simulator: false, appKey: appKey as string, appSecret: appSecret as string };
+  if (simulator === false || production) {
+    const why =
+      simulator === false
+        ? "SIMULATOR=off needs TOP credentials"
+        : "in production bindwatch does not fall back to the simulator";
     throw new ConfigError(
-      appKey === undefined ? "TOP_APP_KEY" : "TOP_APP_SECRET",
-      "set both TOP_APP_KEY and TOP_APP_SECRET, or neither (simulator mode)",
+      "TOP_APP_KEY",
+      `TOP_APP_KEY and TOP_APP_SECRET are not set: ${why} (set both, or SIMULATOR=on to run the simulator on purpose)`,
+      ["TOP_APP_SECRET"],
     );
   }
+  return { simulator: true };
+}
+
+/**
+ * Parses the environment into a frozen Config; a bad value, or a combination refused
+ * in production (SPEC §5), throws a ConfigError that names the variables.
+ * @example const config = parseConfig(process.env);
+ */
+export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
+  const production = opts.production ?? read(env, "NODE_ENV") === "production";
+  const { simulator, appKey, appSecret } = parseMode(env, production);
   const signMethod = read(env, "TOP_SIGN_METHOD") ?? "hmac-sha256";
   if (!isSignMethod(signMethod))
     throw new ConfigError("TOP_SIGN_METHOD", `must be md5, hmac or hmac-sha256, got "${signMethod}"`);
@@ -124,6 +186,16 @@ export function parseConfig(env: Env): Config {
     throw new ConfigError("WATCH_TOKEN_SECRET", "must be at least 16 characters");
   }
   const pollIntervalMs = integer(env, "POLL_INTERVAL_MS", 2000, 100, 600_000);
+  const apiKeys = list(env, "API_KEYS");
+  const allowOpenAccess = flag(env, "ALLOW_OPEN_ACCESS", ["true", "false"]) ?? false;
+  if (production && apiKeys.length === 0 && !allowOpenAccess) {
+    throw new ConfigError(
+      "API_KEYS",
+      "is not set: in production anyone could register binds and spend the deployment's UPSTREAM_QPS; set API_KEYS, or ALLOW_OPEN_ACCESS=true to run open on purpose",
+      ["ALLOW_OPEN_ACCESS"],
+    );
+  }
+  const perMinute = read(env, "REGISTRATIONS_PER_MINUTE");
 
   const config: Config = {
     port: integer(env, "PORT", 8787, 0, 65_535),
@@ -136,7 +208,12 @@ export function parseConfig(env: Env): Config {
       session: read(env, "TOP_SESSION"),
       timeoutMs: integer(env, "TOP_TIMEOUT_MS", 5000, 100, 120_000),
     },
-    simulator: appKey === undefined,
+    simulator,
+    mode: simulator ? "simulator" : "live",
+    production,
+    allowOpenAccess,
+    registrationsPerMinute:
+      perMinute === undefined ? undefined : integer(env, "REGISTRATIONS_PER_MINUTE", 0, 1, 1_000_000),
     redisUrl: url(env, "REDIS_URL", undefined, ["redis:", "rediss:"]),
     pollIntervalMs,
     pollLingerMs: integer(env, "POLL_LINGER_MS", 30_000, 0, DAY_MS),
@@ -145,7 +222,7 @@ export function parseConfig(env: Env): Config {
     heartbeatMs: integer(env, "HEARTBEAT_MS", 15_000, 100, 600_000),
     upstreamQps: integer(env, "UPSTREAM_QPS", 40, 1, 100_000),
     terminalRetCodes,
-    apiKeys: list(env, "API_KEYS"),
+    apiKeys,
     watchTokenSecret,
     corsOrigins,
     maxStreams: integer(env, "MAX_STREAMS", 15_000, 1, 1_000_000),

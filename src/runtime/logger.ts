@@ -1,4 +1,5 @@
 import { type DestinationStream, type Logger as PinoLogger, pino, destination as pinoDestination } from "pino";
+import pretty from "pino-pretty";
 
 /** Masks an open_id to its first and last two characters: enough to correlate, not to identify. */
 export function maskOpenId(openId: string): string {
@@ -6,11 +7,19 @@ export function maskOpenId(openId: string): string {
   return `${openId.slice(0, 2)}***${openId.slice(-2)}`;
 }
 
+export interface LoggerOptions {
+  /** Where the lines go; stdout by default. */
+  readonly destination?: DestinationStream;
+  /** Lines for a person (pino-pretty) instead of JSON: for a terminal, as `npm start` by hand. */
+  readonly pretty?: boolean;
+}
+
 /**
- * Structured JSON logs. Secrets never reach a line: known secret-bearing keys are
- * censored wherever they appear, and open_id is masked.
+ * Structured JSON logs (or pino-pretty's lines for a terminal). Secrets never reach a
+ * line: known secret-bearing keys are censored wherever they appear, and open_id is masked.
+ * @example const logger = createLogger("info", { pretty: process.stdout.isTTY === true });
  */
-export function createLogger(level: string, destination?: DestinationStream): PinoLogger {
+export function createLogger(level: string, opts: LoggerOptions = {}): PinoLogger {
   const options = {
     level,
     base: { service: "bindwatch" },
@@ -46,5 +55,12 @@ export function createLogger(level: string, destination?: DestinationStream): Pi
   };
   // Synchronous writes to stdout: bindwatch logs little, and no line (the last ones before
   // process.exit above all) may be lost in an asynchronous buffer.
-  return pino(options, destination ?? pinoDestination({ dest: 1, sync: true }));
+  if (opts.destination) return pino(options, opts.destination);
+  if (opts.pretty) {
+    return pino(
+      options,
+      pretty({ sync: true, colorize: true, ignore: "pid,hostname,service", translateTime: "SYS:HH:MM:ss.l" }),
+    );
+  }
+  return pino(options, pinoDestination({ dest: 1, sync: true }));
 }

@@ -17,7 +17,15 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger(config.logLevel);
+  // A person at a terminal (`npm start` by hand) reads lines; a process manager gets JSON.
+  const logger = createLogger(config.logLevel, { pretty: process.stdout.isTTY === true });
+  // The first line says which mode this is, so nobody mistakes a simulated device for a real one.
+  logger.info(
+    { mode: config.mode, production: config.production },
+    config.simulator
+      ? "bindwatch starting in simulator mode: checkbind is answered by the built-in TOP simulator, not by TOP"
+      : `bindwatch starting in live mode: checkbind goes to ${config.top.gatewayUrl}`,
+  );
   if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
   if (!config.watchTokenSecret)
     logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");

@@ -87,10 +87,7 @@ export async function startNodeServer(
     simServer = serve({ fetch: simulator.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
     const simPort = await listen(simServer);
     top = { ...top, appKey, appSecret, gatewayUrl: `http://127.0.0.1:${simPort}/router/rest` };
-    logger.warn(
-      { gateway: top.gatewayUrl },
-      "simulator mode: no TOP credentials set, checkbind goes to the in-process simulator",
-    );
+    logger.warn({ gateway: top.gatewayUrl }, "simulator mode: checkbind goes to the in-process simulator");
   }
 
   const retention = {
@@ -145,11 +142,13 @@ export async function startNodeServer(
     openSseChannel: openNodeSseChannel,
     ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
+    mode: config.mode,
     access: {
       apiKeys: config.apiKeys,
       watchTokenSecret: config.watchTokenSecret,
       tokenGraceMs: config.resultTtlMs,
       corsOrigins: config.corsOrigins,
+      registrationsPerMinute: config.registrationsPerMinute,
     },
     extend: (a) => {
       a.get("/metrics", async (c) =>
@@ -185,7 +184,7 @@ export async function startNodeServer(
   const port = await listen(server);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  logger.info({ url, simulator: config.simulator, redis: Boolean(config.redisUrl) }, "bindwatch listening");
+  logger.info({ url, mode: config.mode, redis: Boolean(config.redisUrl) }, "bindwatch listening");
 
   let stopping: Promise<void> | null = null;
   return {

@@ -26,8 +26,13 @@ import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator } from "../sim/gateway.js";
 import { type CheckbindClient, createTopClient } from "../top/client.js";
-import { type BindService, createBindService } from "../watch/bind-service.js";
-import type { Permit, RegisterResult } from "../watch/coordinator.js";
+import {
+  type BindService,
+  createBindService,
+  type RegisterOutcome,
+  type RegistrationQuota,
+} from "../watch/bind-service.js";
+import type { Permit, QuotaTake } from "../watch/coordinator.js";
 import {
   type CallBudget,
   createDurableCallBudget,
@@ -61,7 +66,7 @@ export interface DurableObjectNamespaceApi<Stub> {
 /** What a caller can do with a trace's object: HTTP requests and the RPC methods below. */
 export interface BindObjectStub {
   fetch(request: Request): Promise<Response>;
-  register(reg: BindRegistration): Promise<RegisterResult>;
+  register(reg: BindRegistration, quota?: RegistrationQuota): Promise<RegisterOutcome>;
 }
 
 export interface BudgetObjectStub extends CallBudget {}
@@ -75,7 +80,8 @@ export interface TopSimulatorObjectStub {
 export interface EdgeEnv {
   readonly BINDS: DurableObjectNamespaceApi<BindObjectStub>;
   readonly BUDGET: DurableObjectNamespaceApi<BudgetObjectStub>;
-  readonly SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
+  /** Not `SIMULATOR`: that name is the variable that turns simulator mode on. */
+  readonly TOP_SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
   /** The built browser client (wrangler.toml `[assets]`), served at /v1/client.js. */
   readonly ASSETS?: { fetch(request: Request): Promise<Response> };
   readonly [variable: string]: unknown;
@@ -95,8 +101,13 @@ function budgetStub(env: EdgeEnv): BudgetObjectStub {
   return env.BUDGET.get(env.BUDGET.idFromName(BUDGET_OBJECT_NAME));
 }
 
+/** One API key's registration quota: a budget object of its own, so no single object takes every POST. */
+function quotaStub(env: EdgeEnv, key: string): BudgetObjectStub {
+  return env.BUDGET.get(env.BUDGET.idFromName(`quota:${key}`));
+}
+
 function simulatorStub(env: EdgeEnv): TopSimulatorObjectStub {
-  return env.SIMULATOR.get(env.SIMULATOR.idFromName(SIMULATOR_OBJECT_NAME));
+  return env.TOP_SIMULATOR.get(env.TOP_SIMULATOR.idFromName(SIMULATOR_OBJECT_NAME));
 }
 
 /** Responses of a stub have immutable headers; the app's middleware (CORS, referrer-policy) sets some. */
@@ -108,13 +119,17 @@ function mutable(response: Response): Response {
 
 const configs = new WeakMap<object, Config>();
 
-/** Wrangler vars and secrets are the string-valued entries of `env`; bindings are not. */
+/**
+ * Wrangler vars and secrets are the string-valued entries of `env`; bindings are not.
+ * Every Worker is held to the production rules (SPEC §5): it cannot tell `wrangler dev`
+ * from a deployment, so the simulator runs only with SIMULATOR=on (`npm run dev:edge`).
+ */
 function configOf(env: EdgeEnv): Config {
   let config = configs.get(env);
   if (!config) {
     const vars: Record<string, string> = {};
     for (const [name, value] of Object.entries(env)) if (typeof value === "string") vars[name] = value;
-    config = parseConfig(vars);
+    config = parseConfig(vars, { production: true });
     configs.set(env, config);
   }
   return config;
@@ -134,6 +149,7 @@ function accessOf(config: Config): AccessConfig {
     watchTokenSecret: config.watchTokenSecret,
     tokenGraceMs: config.resultTtlMs,
     corsOrigins: config.corsOrigins,
+    registrationsPerMinute: config.registrationsPerMinute,
   };
 }
 
@@ -179,12 +195,29 @@ function createConsoleLogger(level: string): Logger {
   };
 }
 
-function configErrorResponse(err: ConfigError): Response {
-  console.error(JSON.stringify({ level: "error", service: "bindwatch", msg: `bad configuration: ${err.message}` }));
-  return Response.json(
-    { error: { code: "internal", message: `bad configuration: ${err.message}`, field: err.variable } },
-    { status: 500 },
-  );
+const reportedConfigErrors = new WeakSet<object>();
+
+/**
+ * A Worker whose configuration is refused (a bad value, no TOP credentials without
+ * SIMULATOR=on, no API_KEYS without ALLOW_OPEN_ACCESS=true) serves nothing and polls
+ * nothing: every request answers 503 `misconfigured` naming the variables, `/healthz`
+ * included, so the deployment cannot be mistaken for a working one.
+ */
+function misconfiguredResponse(request: Request, env: EdgeEnv, err: ConfigError): Response {
+  if (!reportedConfigErrors.has(env)) {
+    reportedConfigErrors.add(env);
+    console.error(
+      JSON.stringify({
+        level: "error",
+        service: "bindwatch",
+        variables: err.variables,
+        msg: `misconfigured: ${err.message}`,
+      }),
+    );
+  }
+  const error = { code: "misconfigured", message: `bindwatch is misconfigured: ${err.message}`, field: err.variable };
+  const body = new URL(request.url).pathname === "/healthz" ? { status: "misconfigured", error } : { error };
+  return Response.json(body, { status: 503, headers: { "cache-control": "no-store" } });
 }
 
 // ---- the TOP client --------------------------------------------------------------
@@ -245,7 +278,7 @@ function createFrontService(env: EdgeEnv): BindService {
   };
   return {
     instanceId: "edge-worker",
-    register: (reg: BindRegistration) => bindStub(env, reg.trace_id).register(reg),
+    register: (reg: BindRegistration, quota?: RegistrationQuota) => bindStub(env, reg.trace_id).register(reg, quota),
     resume: elsewhere,
     getState: elsewhere,
     attach: elsewhere,
@@ -275,6 +308,7 @@ function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | un
     streams: createStreamRegistry(),
     config: httpConfigOf(config),
     logger,
+    mode: config.mode,
     access: accessOf(config),
     ...(clientScript === undefined ? {} : { clientScript }),
     extend: (app) => {
@@ -306,7 +340,7 @@ export default {
       try {
         config = configOf(env);
       } catch (err) {
-        if (err instanceof ConfigError) return configErrorResponse(err);
+        if (err instanceof ConfigError) return misconfiguredResponse(request, env, err);
         throw err;
       }
       app = createWorkerApp(env, config, await loadClientScript(env));
@@ -350,6 +384,8 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       budget: {
         takeCallPermit: (nowMs) => budgetStub(env).takeCallPermit(nowMs),
         banUpstream: (untilMs) => budgetStub(env).banUpstream(untilMs),
+        takeRegistration: (key, perMinute) => quotaStub(env, key).takeRegistration(key, perMinute),
+        refundRegistration: (key, perMinute) => quotaStub(env, key).refundRegistration(key, perMinute),
       },
       retentionMs: config.bindTimeoutMs + config.resultTtlMs,
       resultTtlMs: config.resultTtlMs,
@@ -368,6 +404,7 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       streams: createStreamRegistry(),
       config: httpConfigOf(config),
       logger,
+      mode: config.mode,
       // CORS is answered once, by the Worker, for every route.
       access: { ...accessOf(config), corsOrigins: [] },
     });
@@ -378,10 +415,10 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
   }
 
   /** RPC from the Worker: registers the trace here and starts polling it (SPEC §3 POST). */
-  async register(reg: BindRegistration): Promise<RegisterResult> {
+  async register(reg: BindRegistration, quota?: RegistrationQuota): Promise<RegisterOutcome> {
     const { service } = this.runtime();
     await this.ctx.storage.put(TRACE_KEY, reg.trace_id);
-    const result = await service.register(reg);
+    const result = await service.register(reg, quota);
     await this.planAlarm();
     return result;
   }
@@ -400,6 +437,13 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
     if (traceId === undefined) {
       await this.ctx.storage.deleteAll();
       return;
+    }
+    // A deployment whose configuration is refused polls nothing; the Worker says why.
+    try {
+      configOf(this.env);
+    } catch (err) {
+      if (err instanceof ConfigError) return;
+      throw err;
     }
     const { coordinator, service } = this.runtime();
     const schedule = await coordinator.inspect(traceId);
@@ -441,7 +485,10 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
 
 // ---- the deployment-wide budget ------------------------------------------------------
 
-/** The one object (`idFromName("global")`) that holds UPSTREAM_QPS and TOP bans for every trace. */
+/**
+ * The one object (`idFromName("global")`) that holds UPSTREAM_QPS and TOP bans for every
+ * trace; objects of the same class named `quota:<key>` hold one API key's registration quota.
+ */
 export class BudgetObject extends DurableObject<EdgeEnv, DurableObjectStateApi> implements BudgetObjectStub {
   #budget: CallBudget | null = null;
 
@@ -459,6 +506,14 @@ export class BudgetObject extends DurableObject<EdgeEnv, DurableObjectStateApi> 
 
   banUpstream(untilMs: number): Promise<void> {
     return this.budget().banUpstream(untilMs);
+  }
+
+  takeRegistration(key: string, perMinute: number): Promise<QuotaTake> {
+    return this.budget().takeRegistration(key, perMinute);
+  }
+
+  refundRegistration(key: string, perMinute: number): Promise<void> {
+    return this.budget().refundRegistration(key, perMinute);
   }
 }
 

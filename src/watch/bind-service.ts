@@ -44,6 +44,15 @@ export interface Attachment {
   detach(): void;
 }
 
+/** A registration quota (REGISTRATIONS_PER_MINUTE) to count a new registration against. */
+export interface RegistrationQuota {
+  /** Whose quota: a digest of the API key, never the key itself. */
+  readonly key: string;
+  readonly perMinute: number;
+}
+
+export type RegisterOutcome = RegisterResult | { readonly kind: "rate_limited"; readonly retryAfterMs: number };
+
 export interface ServiceStats {
   readonly hubs: number;
   readonly watchers: number;
@@ -454,9 +463,20 @@ export function createBindService(deps: BindServiceDeps) {
   return {
     instanceId,
 
-    /** Registers a bind attempt (idempotent) and starts polling it for POLL_LINGER_MS. */
-    async register(reg: BindRegistration): Promise<RegisterResult> {
+    /**
+     * Registers a bind attempt (idempotent) and starts polling it for POLL_LINGER_MS.
+     * With a quota, only a new registration counts: an identical repeat (the idempotent
+     * 200) and a conflict do not, and a take lost to a concurrent identical POST is given back.
+     */
+    async register(reg: BindRegistration, quota?: RegistrationQuota): Promise<RegisterOutcome> {
+      let taken = false;
+      if (quota && !(await coordinator.getRegistration(reg.trace_id))) {
+        const take = await coordinator.takeRegistration(quota.key, quota.perMinute);
+        if (take.kind === "wait") return { kind: "rate_limited", retryAfterMs: take.retryAfterMs };
+        taken = true;
+      }
       const result = await coordinator.register(reg, createInitialState(reg, Date.now(), config.bindTimeoutMs));
+      if (quota && taken && result.kind !== "created") await coordinator.refundRegistration(quota.key, quota.perMinute);
       if (result.kind === "conflict") return result;
       const hub = hubFor(reg.trace_id);
       hub.registration = reg;

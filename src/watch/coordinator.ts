@@ -13,6 +13,9 @@ export type CallGate =
 
 export type Permit = { readonly kind: "go" } | { readonly kind: "wait"; readonly untilMs: number };
 
+/** Whether one more registration fits the caller's quota; otherwise how long until one does. */
+export type QuotaTake = { readonly kind: "go" } | { readonly kind: "wait"; readonly retryAfterMs: number };
+
 export type Unsubscribe = () => Promise<void>;
 
 /**
@@ -69,6 +72,15 @@ export interface Coordinator {
   takeCallPermit(nowMs: number): Promise<Permit>;
   /** Holds every caller of the deployment off until `untilMs` (a TOP rate-limit ban). */
   banUpstream(untilMs: number): Promise<void>;
+
+  /**
+   * Takes one registration from `key`'s quota (REGISTRATIONS_PER_MINUTE), counted for the
+   * whole deployment on the store's clock: a bucket of `perMinute` that refills at
+   * `perMinute` a minute.
+   */
+  takeRegistration(key: string, perMinute: number): Promise<QuotaTake>;
+  /** Gives back a registration taken for a trace that turned out to be registered already. */
+  refundRegistration(key: string, perMinute: number): Promise<void>;
 
   /** False while the backing store is unreachable (`/readyz`). */
   isReady(): Promise<boolean>;

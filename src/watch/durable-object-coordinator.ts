@@ -1,7 +1,7 @@
 import type { BindRegistration, BindState } from "../domain/bind.js";
 import { canonicalJson } from "../domain/state.js";
-import { type BucketState, takeToken } from "../domain/token-bucket.js";
-import type { CallGate, Coordinator, Permit, RegisterResult, Unsubscribe } from "./coordinator.js";
+import { type BucketState, returnToken, takeQuota, takeToken } from "../domain/token-bucket.js";
+import type { CallGate, Coordinator, Permit, QuotaTake, RegisterResult, Unsubscribe } from "./coordinator.js";
 
 /**
  * The part of Durable Object storage (`ctx.storage`) the coordinator uses. Defined
@@ -14,10 +14,15 @@ export interface DurableStorage {
   delete(keys: string[]): Promise<number>;
 }
 
-/** The deployment-wide call budget; at the edge, one Durable Object for the whole deployment. */
+/**
+ * The deployment-wide call budget and registration quotas; at the edge, Durable Objects
+ * of their own (one for the call budget, one per API key's quota).
+ */
 export interface CallBudget {
   takeCallPermit(nowMs: number): Promise<Permit>;
   banUpstream(untilMs: number): Promise<void>;
+  takeRegistration(key: string, perMinute: number): Promise<QuotaTake>;
+  refundRegistration(key: string, perMinute: number): Promise<void>;
 }
 
 export interface DurableObjectCoordinatorOptions {
@@ -239,6 +244,14 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       return budget.banUpstream(untilMs);
     },
 
+    takeRegistration(key, perMinute) {
+      return budget.takeRegistration(key, perMinute);
+    },
+
+    refundRegistration(key, perMinute) {
+      return budget.refundRegistration(key, perMinute);
+    },
+
     async isReady() {
       return true;
     },
@@ -272,9 +285,12 @@ export interface DurableCallBudgetOptions {
   readonly storage: DurableStorage;
   /** UPSTREAM_QPS. */
   readonly upstreamQps: number;
+  /** The object's clock, for quotas (the port hands no time for them). */
+  readonly now?: () => number;
 }
 
 const BAN_KEY = "budget:banned-until";
+const quotaKey = (key: string) => `quota:${key}`;
 
 /**
  * The deployment-wide budget of checkbind calls (UPSTREAM_QPS) and the TOP
@@ -284,6 +300,7 @@ const BAN_KEY = "budget:banned-until";
  * @example const budget = createDurableCallBudget({ storage: ctx.storage, upstreamQps: 40 });
  */
 export function createDurableCallBudget(opts: DurableCallBudgetOptions): CallBudget {
+  const now = opts.now ?? Date.now;
   let bucket: BucketState | null = null;
   let bannedUntilMs: number | null = null;
 
@@ -307,6 +324,19 @@ export function createDurableCallBudget(opts: DurableCallBudgetOptions): CallBud
       if (untilMs <= ban) return;
       bannedUntilMs = untilMs;
       await opts.storage.put(BAN_KEY, untilMs);
+    },
+
+    // Quotas are stored: an evicted object must not hand out a fresh minute's worth.
+    async takeRegistration(key, perMinute): Promise<QuotaTake> {
+      const saved = (await opts.storage.get<BucketState>(quotaKey(key))) ?? null;
+      const { bucket: next, retryAfterMs } = takeQuota(saved, now(), perMinute);
+      await opts.storage.put(quotaKey(key), next);
+      return retryAfterMs === null ? { kind: "go" } : { kind: "wait", retryAfterMs };
+    },
+
+    async refundRegistration(key, perMinute) {
+      const saved = (await opts.storage.get<BucketState>(quotaKey(key))) ?? null;
+      await opts.storage.put(quotaKey(key), returnToken(saved, now(), perMinute / 60, perMinute));
     },
   };
 }

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { BindRegistration, BindState } from "../domain/bind.js";
 import { canonicalJson } from "../domain/state.js";
-import { type BucketState, takeToken } from "../domain/token-bucket.js";
-import type { CallGate, Coordinator, Permit, RegisterResult, Unsubscribe } from "./coordinator.js";
+import { type BucketState, returnToken, takeQuota, takeToken } from "../domain/token-bucket.js";
+import type { CallGate, Coordinator, Permit, QuotaTake, RegisterResult, Unsubscribe } from "./coordinator.js";
 
 export interface MemoryCoordinatorOptions {
   /** How long a trace is kept after registration (BIND_TIMEOUT_MS + RESULT_TTL_MS). */
@@ -36,6 +36,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
   const traces = new Map<string, TraceRecord>();
   let bucket: BucketState | null = null;
   let bannedUntilMs = 0;
+  const quotas = new Map<string, BucketState>();
 
   function live(traceId: string): TraceRecord | undefined {
     const record = traces.get(traceId);
@@ -169,6 +170,16 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
 
     async banUpstream(untilMs) {
       bannedUntilMs = Math.max(bannedUntilMs, untilMs);
+    },
+
+    async takeRegistration(key, perMinute): Promise<QuotaTake> {
+      const { bucket: next, retryAfterMs } = takeQuota(quotas.get(key) ?? null, now(), perMinute);
+      quotas.set(key, next);
+      return retryAfterMs === null ? { kind: "go" } : { kind: "wait", retryAfterMs };
+    },
+
+    async refundRegistration(key, perMinute) {
+      quotas.set(key, returnToken(quotas.get(key) ?? null, now(), perMinute / 60, perMinute));
     },
 
     async isReady() {

@@ -358,6 +358,18 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       await store("ban upstream", () => scripts.banUpstream([keys.upstream.ban], [untilMs, now()]));
     },
 
+    async takeRegistration(key, perMinute) {
+      const reply = await store("take registration", () =>
+        scripts.takeRegistration([keys.quota(key)], [perMinute, "take"]),
+      );
+      const [ok, retryAfterMs] = reply as [number, number | undefined];
+      return ok === 1 || retryAfterMs === undefined ? { kind: "go" } : { kind: "wait", retryAfterMs };
+    },
+
+    async refundRegistration(key, perMinute) {
+      await store("refund registration", () => scripts.takeRegistration([keys.quota(key)], [perMinute, "refund"]));
+    },
+
     async isReady() {
       if (closed || redis.status !== "ready" || subscriber.status !== "ready") return false;
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -29,6 +29,8 @@ export interface RedisKeys {
   readonly prefix: string;
   trace(traceId: string): TraceKeys;
   readonly upstream: UpstreamKeys;
+  /** Hash: one API key's registration quota (`tokens`, `updated_ms`); `key` is a digest, never the key itself. */
+  quota(key: string): string;
 }
 
 /**
@@ -62,5 +64,6 @@ export function createRedisKeys(prefix: string = DEFAULT_KEY_PREFIX): RedisKeys 
       };
     },
     upstream,
+    quota: (key: string) => `${prefix}{quota:${key}}:registrations`,
   });
 }

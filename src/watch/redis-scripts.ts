@@ -202,6 +202,41 @@ if redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf') > 0 then return 1 end
 return 0
 `;
 
+/**
+ * A registration quota (REGISTRATIONS_PER_MINUTE) on the Redis clock: a bucket of
+ * `per minute` tokens refilled at `per minute` a minute, the rule of takeQuota in
+ * src/domain/token-bucket.ts. A refund puts one token back.
+ *
+ * KEYS: 1 quota (hash: tokens, updated_ms)
+ * ARGV: 1 per minute, 2 "take" or "refund"
+ * Returns: {1} go (or refunded) | {0, retry after ms}
+ */
+const TAKE_REGISTRATION = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local capacity = tonumber(ARGV[1])
+local perMs = capacity / 60000
+local saved = redis.call('HMGET', KEYS[1], 'tokens', 'updated_ms')
+local tokens, updated = capacity, now
+if saved[1] and saved[2] then
+  tokens, updated = tonumber(saved[1]), tonumber(saved[2])
+end
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * perMs)
+updated = math.max(updated, now)
+local reply = {1}
+if ARGV[2] == 'refund' then
+  tokens = math.min(capacity, tokens + 1)
+elseif tokens >= 1 then
+  tokens = tokens - 1
+else
+  reply = {0, math.ceil((1 - tokens) / perMs)}
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated_ms', tostring(updated))
+-- A bucket left alone for a minute is full again: it may as well vanish.
+redis.call('PEXPIRE', KEYS[1], 61000)
+return reply
+`;
+
 type Arg = string | number;
 
 /** The scripts as typed functions over one connection; ioredis sends EVALSHA and falls back to EVAL on NOSCRIPT. */
@@ -219,6 +254,7 @@ export interface CoordinatorScripts {
   banUpstream(keys: [string], args: [number, number]): Promise<unknown>;
   setInterest(keys: [string, string], args: [string, number, number]): Promise<unknown>;
   hasInterest(keys: [string, string], args: [number]): Promise<unknown>;
+  takeRegistration(keys: [string], args: [number, "take" | "refund"]): Promise<unknown>;
 }
 
 const SCRIPTS: Record<keyof CoordinatorScripts, { readonly lua: string; readonly keys: number }> = {
@@ -232,6 +268,7 @@ const SCRIPTS: Record<keyof CoordinatorScripts, { readonly lua: string; readonly
   banUpstream: { lua: BAN_UPSTREAM, keys: 1 },
   setInterest: { lua: SET_INTEREST, keys: 2 },
   hasInterest: { lua: HAS_INTEREST, keys: 2 },
+  takeRegistration: { lua: TAKE_REGISTRATION, keys: 1 },
 };
 
 /** Command names on the connection; namespaced so they cannot clash with the caller's own scripts. */
@@ -268,5 +305,6 @@ export function defineCoordinatorScripts(client: Redis | Cluster): CoordinatorSc
     banUpstream: bind("banUpstream"),
     setInterest: bind("setInterest"),
     hasInterest: bind("hasInterest"),
+    takeRegistration: bind("takeRegistration"),
   };
 }

@@ -15,4 +15,6 @@ export const EDGE_TEST_VARS = {
   HEARTBEAT_MS: "1000",
   TERMINAL_RET_CODES: "1001",
   LOG_LEVEL: "warn",
+  // Every Worker is held to the production rules: open access only on purpose.
+  ALLOW_OPEN_ACCESS: "true",
 } as const;

@@ -52,6 +52,8 @@ describeCoordinatorContract(
             budget: {
               takeCallPermit: (nowMs) => inBudget((b) => b.takeCallPermit(nowMs)),
               banUpstream: (untilMs) => inBudget((b) => b.banUpstream(untilMs)),
+              takeRegistration: (key, perMinute) => inBudget((b) => b.takeRegistration(key, perMinute)),
+              refundRegistration: (key, perMinute) => inBudget((b) => b.refundRegistration(key, perMinute)),
             },
             ...options,
           });
@@ -74,6 +76,8 @@ describeCoordinatorContract(
       beginCall: (traceId, token, nowMs, minGapMs) => inObject((c) => c.beginCall(traceId, token, nowMs, minGapMs)),
       takeCallPermit: (nowMs) => inObject((c) => c.takeCallPermit(nowMs)),
       banUpstream: (untilMs) => inObject((c) => c.banUpstream(untilMs)),
+      takeRegistration: (key, perMinute) => inObject((c) => c.takeRegistration(key, perMinute)),
+      refundRegistration: (key, perMinute) => inObject((c) => c.refundRegistration(key, perMinute)),
       isReady: () => inObject((c) => c.isReady()),
       close: () => inObject((c) => c.close()),
     };

@@ -100,7 +100,7 @@ describe("edge: registration through the Worker", () => {
     expect(client.status).toBe(200);
     expect(client.headers.get("content-type")).toMatch(/^text\/javascript/);
     expect(await client.text()).toContain("export function watchBind");
-    expect(await (await workerFetch("/healthz")).json()).toEqual({ status: "ok" });
+    expect(await (await workerFetch("/healthz")).json()).toEqual({ status: "ok", mode: "live" });
   });
 });
 
@@ -313,19 +313,102 @@ describe("edge: the deployment-wide budget", () => {
   });
 });
 
+/** The Worker's answer to `path` under other vars: each env object gets a Worker of its own. */
+function fetchWith(vars: Record<string, string | undefined>, path: string, init?: RequestInit): Promise<Response> {
+  const edited: Record<string, unknown> = { ...env };
+  for (const [name, value] of Object.entries(vars)) {
+    if (value === undefined) delete edited[name];
+    else edited[name] = value;
+  }
+  return worker.fetch(new Request(`${BASE}${path}`, init), edited as EdgeEnv, {});
+}
+
+const noCredentials = { TOP_APP_KEY: undefined, TOP_APP_SECRET: undefined };
+
+describe("edge: registration quota", () => {
+  it("answers 429 with Retry-After past REGISTRATIONS_PER_MINUTE for one key while another registers; a repeat does not count", async () => {
+    const vars = { API_KEYS: "edge-quota-key-1,edge-quota-key-2", REGISTRATIONS_PER_MINUTE: "2" };
+    const post = (traceId: string, key: string) =>
+      fetchWith(vars, "/v1/binds", {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+        body: JSON.stringify(registration(traceId)),
+      });
+    const [a, b, c] = [newTraceId("quota-a"), newTraceId("quota-b"), newTraceId("quota-c")];
+    expect((await post(a, "edge-quota-key-1")).status).toBe(201);
+    expect((await post(b, "edge-quota-key-1")).status).toBe(201);
+    // The idempotent repeat is answered, and does not count.
+    expect((await post(a, "edge-quota-key-1")).status).toBe(200);
+    const refused = await post(c, "edge-quota-key-1");
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(await refused.json()).toMatchObject({ error: { code: "rate_limited" } });
+    expect((await post(c, "edge-quota-key-2")).status).toBe(201);
+  });
+});
+
 describe("edge: configuration and simulator mode", () => {
-  it("answers every request with a 500 that names a bad variable", async () => {
-    const res = await worker.fetch(new Request(`${BASE}/healthz`), { ...env, POLL_INTERVAL_MS: "fast" }, {});
-    expect(res.status).toBe(500);
-    expect(await res.json()).toMatchObject({ error: { field: "POLL_INTERVAL_MS" } });
+  it("answers every request with a 503 misconfigured that names a bad variable", async () => {
+    const res = await fetchWith({ POLL_INTERVAL_MS: "fast" }, "/healthz");
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({
+      status: "misconfigured",
+      error: { code: "misconfigured", field: "POLL_INTERVAL_MS" },
+    });
   });
 
-  it("without TOP credentials serves the demo page and forwards /sim/* to the simulator object", async () => {
-    const { TOP_APP_KEY: _key, TOP_APP_SECRET: _secret, ...simulatorEnv } = env;
-    const page = await worker.fetch(new Request(`${BASE}/`), simulatorEnv as EdgeEnv, {});
+  it("without TOP credentials and SIMULATOR=on: 503 misconfigured on every route, naming the secrets; no call", async () => {
+    const traceId = newTraceId("no-creds");
+    for (const [path, init] of [
+      ["/healthz", undefined],
+      ["/", undefined],
+      ["/sim/stats", undefined],
+      [`/v1/binds/${traceId}`, undefined],
+      [
+        "/v1/binds",
+        {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(registration(traceId)),
+        },
+      ],
+    ] as const) {
+      const res = await fetchWith(noCredentials, path, init);
+      expect(res.status, path).toBe(503);
+      const body = (await res.json()) as { error: { code: string; message: string; field: string } };
+      expect(body.error.code).toBe("misconfigured");
+      expect(body.error.field).toBe("TOP_APP_KEY");
+      expect(body.error.message).toContain("TOP_APP_SECRET");
+    }
+    // Nothing was registered, so nothing is polled.
+    expect((await gateway.trace(traceId)).call_count).toBe(0);
+    expect((await workerFetch(`/v1/binds/${traceId}`)).status).toBe(404);
+  });
+
+  it("refuses SIMULATOR=on with credentials, and open access without ALLOW_OPEN_ACCESS=true", async () => {
+    const ambiguous = await fetchWith({ SIMULATOR: "on" }, "/v1/binds/x");
+    expect(ambiguous.status).toBe(503);
+    expect(await ambiguous.json()).toMatchObject({ error: { code: "misconfigured", field: "SIMULATOR" } });
+    const open = await fetchWith({ ALLOW_OPEN_ACCESS: undefined }, "/healthz");
+    expect(open.status).toBe(503);
+    expect(await open.json()).toMatchObject({ status: "misconfigured", error: { field: "API_KEYS" } });
+    // With API keys the same deployment runs live.
+    const keyed = await fetchWith({ ALLOW_OPEN_ACCESS: undefined, API_KEYS: "edge-key" }, "/healthz");
+    expect(await keyed.json()).toEqual({ status: "ok", mode: "live" });
+  });
+
+  it("says its mode in /healthz", async () => {
+    expect(await (await workerFetch("/healthz")).json()).toEqual({ status: "ok", mode: "live" });
+    const simulated = await fetchWith({ ...noCredentials, SIMULATOR: "on" }, "/healthz");
+    expect(await simulated.json()).toEqual({ status: "ok", mode: "simulator" });
+  });
+
+  it("with SIMULATOR=on serves the demo page and forwards /sim/* to the simulator object", async () => {
+    const simulatorEnv = { ...noCredentials, SIMULATOR: "on" };
+    const page = await fetchWith(simulatorEnv, "/");
     expect(page.status).toBe(200);
     expect(await page.text()).toContain("<!doctype html>");
-    const stats = await worker.fetch(new Request(`${BASE}/sim/stats`), simulatorEnv as EdgeEnv, {});
+    const stats = await fetchWith(simulatorEnv, "/sim/stats");
     expect(stats.status).toBe(200);
     expect(await stats.json()).toMatchObject({ requests: expect.any(Number) });
     // With credentials there is no simulator: no demo page, no controls.
@@ -334,7 +417,7 @@ describe("edge: configuration and simulator mode", () => {
   });
 
   it("signs and parses simulator calls as in production, through the simulator object's stub", async () => {
-    const simulator = env.SIMULATOR.get(env.SIMULATOR.idFromName("simulator"));
+    const simulator = env.TOP_SIMULATOR.get(env.TOP_SIMULATOR.idFromName("simulator"));
     const { appKey, appSecret } = await simulator.credentials();
     const client = createTopClient({
       gatewayUrl: "http://top-simulator.internal/router/rest",

@@ -419,6 +419,7 @@ function makeApp(access?: AccessConfig) {
   const app = createApp({
     service,
     streams,
+    mode: "live",
     config: { heartbeatMs: 60_000, sseRetryMs: 1000, maxStreams: 100_000 },
     ...(access ? { access } : {}),
   });

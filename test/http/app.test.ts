@@ -31,6 +31,7 @@ function makeApp(access?: AccessConfig, answer: () => CheckbindOutcome = () => w
   const app = createApp({
     service,
     streams,
+    mode: "live",
     config: { heartbeatMs: 60_000, sseRetryMs: 1000, maxStreams },
     ...(access ? { access } : {}),
   });

@@ -234,7 +234,7 @@ describe("with TOP credentials, against a gateway double", () => {
     const perTraceMessages = /bind|poll|checkbind|lease|watcher|subscribe|interest|cancel/i;
     expect(
       parsed
-        .filter(({ log }) => log && perTraceMessages.test(log.msg) && !/unset|listening|stopp/.test(log.msg))
+        .filter(({ log }) => log && perTraceMessages.test(log.msg) && !/unset|starting|listening|stopp/.test(log.msg))
         .filter(({ log }) => typeof log?.trace_id !== "string")
         .map((p) => p.line),
     ).toEqual([]);
@@ -301,4 +301,63 @@ describe("a bad configuration", () => {
     expect(proc.stderr()).toContain(name);
     expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
   });
+});
+
+// ============================================================================
+
+describe("production rules (SPEC §5): never a simulated device or open registration by accident", () => {
+  it.each([
+    [
+      "production without TOP credentials",
+      { NODE_ENV: "production", API_KEYS: "k" },
+      ["TOP_APP_KEY", "TOP_APP_SECRET"],
+    ],
+    [
+      "production without API_KEYS",
+      { NODE_ENV: "production", TOP_APP_KEY: "k", TOP_APP_SECRET: "s" },
+      ["API_KEYS", "ALLOW_OPEN_ACCESS"],
+    ],
+    ["SIMULATOR=on with credentials", { SIMULATOR: "on", TOP_APP_KEY: "k", TOP_APP_SECRET: "s" }, ["SIMULATOR"]],
+    ["SIMULATOR=off without credentials", { SIMULATOR: "off" }, ["TOP_APP_KEY", "TOP_APP_SECRET"]],
+    ["SIMULATOR=maybe", { SIMULATOR: "maybe" }, ["SIMULATOR"]],
+  ])("%s: refuses to start (exit 78), naming the variables", async (_name, env, named) => {
+    const proc = spawnEntry(env);
+    const timeout = new Promise<never>((_, reject) => {
+      const timer = setTimeout(() => reject(new Error("the process did not exit")), 10_000);
+      void proc.exited.finally(() => clearTimeout(timer));
+    });
+    const { code } = await Promise.race([proc.exited, timeout]);
+    expect(code).toBe(78);
+    for (const name of named) expect(proc.stderr()).toContain(name);
+    expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
+  });
+
+  it("SIMULATOR=on in production runs the simulator on purpose and says so: first log line, /healthz", async () => {
+    const proc = await startEntry({ NODE_ENV: "production", SIMULATOR: "on", API_KEYS: "prod-key" });
+    const first = parseLine(proc.lines[0] ?? "");
+    expect(first).toMatchObject({ mode: "simulator", production: true });
+    expect(first?.msg).toMatch(/simulator mode/);
+    expect(await (await fetch(`${proc.url}/healthz`)).json()).toEqual({ status: "ok", mode: "simulator" });
+    expect((await fetch(`${proc.url}/`)).status).toBe(200);
+    expect((await fetch(`${proc.url}/sim/stats`)).status).toBe(200);
+    expect((await terminate(proc)).code).toBe(0);
+  }, 30_000);
+
+  it("live in production with ALLOW_OPEN_ACCESS=true: says live, and has no demo page or /sim routes", async () => {
+    const proc = await startEntry({
+      NODE_ENV: "production",
+      TOP_APP_KEY: "k",
+      TOP_APP_SECRET: "s",
+      TOP_GATEWAY_URL: "http://127.0.0.1:9/router/rest",
+      ALLOW_OPEN_ACCESS: "true",
+    });
+    const first = parseLine(proc.lines[0] ?? "");
+    expect(first).toMatchObject({ mode: "live", production: true });
+    expect(first?.msg).toMatch(/live mode/);
+    expect(await (await fetch(`${proc.url}/healthz`)).json()).toEqual({ status: "ok", mode: "live" });
+    expect((await fetch(`${proc.url}/`)).status).toBe(404);
+    expect((await fetch(`${proc.url}/sim/stats`)).status).toBe(404);
+    expect((await fetch(`${proc.url}/sim/traces/x/script`, { method: "PUT", body: "{}" })).status).toBe(404);
+    expect((await terminate(proc)).code).toBe(0);
+  }, 30_000);
 });

@@ -63,6 +63,52 @@ describe("parseConfig", () => {
   });
 });
 
+describe("simulator or live, and production (SPEC §5, §6)", () => {
+  const creds = { TOP_APP_KEY: "k", TOP_APP_SECRET: "s" };
+  const refusal = (env: Record<string, string>, opts?: { production: boolean }) => {
+    try {
+      parseConfig(env, opts);
+    } catch (err) {
+      if (err instanceof ConfigError) return err.variables;
+      throw err;
+    }
+    return null;
+  };
+
+  it("outside production: the simulator without credentials, live with them, SIMULATOR to choose", () => {
+    expect(parseConfig({})).toMatchObject({ simulator: true, mode: "simulator", production: false });
+    expect(parseConfig(creds)).toMatchObject({ simulator: false, mode: "live" });
+    expect(parseConfig({ SIMULATOR: "on" })).toMatchObject({ mode: "simulator" });
+    expect(parseConfig({ ...creds, SIMULATOR: "off" })).toMatchObject({ mode: "live" });
+    expect(refusal({ SIMULATOR: "off" })).toEqual(["TOP_APP_KEY", "TOP_APP_SECRET"]);
+    expect(refusal({ ...creds, SIMULATOR: "on" })).toEqual(["SIMULATOR", "TOP_APP_KEY"]);
+    expect(refusal({ TOP_APP_SECRET: "s", SIMULATOR: "on" })).toEqual(["SIMULATOR", "TOP_APP_SECRET"]);
+    expect(refusal({ SIMULATOR: "yes" })).toEqual(["SIMULATOR"]);
+  });
+
+  it("in production (NODE_ENV or the edge): no fallback to the simulator, no open access by accident", () => {
+    const prod = { NODE_ENV: "production" };
+    expect(refusal(prod)).toEqual(["TOP_APP_KEY", "TOP_APP_SECRET"]);
+    expect(refusal({ ...prod, API_KEYS: "a" })).toEqual(["TOP_APP_KEY", "TOP_APP_SECRET"]);
+    expect(refusal({ ...prod, ...creds })).toEqual(["API_KEYS", "ALLOW_OPEN_ACCESS"]);
+    expect(refusal({ ...prod, ...creds, ALLOW_OPEN_ACCESS: "false" })).toEqual(["API_KEYS", "ALLOW_OPEN_ACCESS"]);
+    expect(refusal({ ...prod, ...creds, ALLOW_OPEN_ACCESS: "maybe" })).toEqual(["ALLOW_OPEN_ACCESS"]);
+    expect(parseConfig({ ...prod, ...creds, API_KEYS: "a" })).toMatchObject({ production: true, mode: "live" });
+    expect(parseConfig({ ...prod, ...creds, ALLOW_OPEN_ACCESS: "true" })).toMatchObject({ allowOpenAccess: true });
+    expect(parseConfig({ ...prod, SIMULATOR: "on", API_KEYS: "a" })).toMatchObject({ mode: "simulator" });
+    // The edge holds every Worker to the same rules, whatever NODE_ENV says.
+    expect(refusal({}, { production: true })).toEqual(["TOP_APP_KEY", "TOP_APP_SECRET"]);
+    expect(parseConfig({ SIMULATOR: "on", ALLOW_OPEN_ACCESS: "true" }, { production: true }).mode).toBe("simulator");
+  });
+
+  it("reads REGISTRATIONS_PER_MINUTE as a positive whole number", () => {
+    expect(parseConfig({}).registrationsPerMinute).toBeUndefined();
+    expect(parseConfig({ REGISTRATIONS_PER_MINUTE: "120" }).registrationsPerMinute).toBe(120);
+    expect(refusal({ REGISTRATIONS_PER_MINUTE: "0" })).toEqual(["REGISTRATIONS_PER_MINUTE"]);
+    expect(refusal({ REGISTRATIONS_PER_MINUTE: "ten" })).toEqual(["REGISTRATIONS_PER_MINUTE"]);
+  });
+});
+
 describe("logger", () => {
   it("censors secrets and masks open_id", async () => {
     const lines: string[] = [];
@@ -72,7 +118,7 @@ describe("logger", () => {
         done();
       },
     });
-    const logger = createLogger("info", sink);
+    const logger = createLogger("info", { destination: sink });
     logger.info(
       { trace_id: "t", open_id: "ou_1234567890", token: "tok-secret", headers: { authorization: "Bearer k" } },
       "x",

@@ -291,12 +291,16 @@ export async function killAll(instances: readonly Instance[]): Promise<void> {
  * that, so a process's first call reaches the gateway late and the gap to the next one
  * looks short. Warm processes show the scheduler's cadence as it is.
  */
-export async function warmUp(instances: readonly Instance[], gateway: Gateway): Promise<void> {
+export async function warmUp(
+  instances: readonly Instance[],
+  gateway: Gateway,
+  headers: Record<string, string> = {},
+): Promise<void> {
   await Promise.all(
     instances.map(async (instance) => {
       const traceId = `warm-up-${instance.name}-${process.pid}-${Date.now().toString(36)}`;
       await gateway.setScript(traceId, scriptBoundAfter(0));
-      const posted = await postBind(instance.url, bindBody(traceId));
+      const posted = await postBind(instance.url, bindBody(traceId), headers);
       if (posted.status !== 201) throw new Error(`warm-up POST to ${instance.name}: ${posted.status}`);
       await waitUntil(
         async () => {
@@ -414,6 +418,8 @@ export async function startCluster(opts: {
   readonly appSecret: string;
   readonly intervalMs: number;
   readonly env?: Readonly<Record<string, string>>;
+  /** The API key the warm-up registers with, when API_KEYS is set in `env`. */
+  readonly warmUpApiKey?: string;
 }): Promise<Cluster> {
   ensureBuilt();
   const [redis, gateway] = await Promise.all([
@@ -430,7 +436,7 @@ export async function startCluster(opts: {
     UPSTREAM_QPS: "1000",
     ...opts.env,
   });
-  await warmUp(instances, gateway);
+  await warmUp(instances, gateway, opts.warmUpApiKey ? { authorization: `Bearer ${opts.warmUpApiKey}` } : {});
   return {
     redis,
     gateway,

@@ -388,6 +388,36 @@ export function describeCoordinatorContract(
       });
     });
 
+    describe("registration quota", () => {
+      it("grants perMinute registrations per key across instances, then says how long until the next", async () => {
+        const { a, b } = await open();
+        const [key, other] = [`quota-${randomUUID()}`, `quota-${randomUUID()}`];
+        for (let i = 0; i < 3; i += 1)
+          expect(await (i % 2 === 0 ? a : b).takeRegistration(key, 3)).toEqual({ kind: "go" });
+        const refused = await a.takeRegistration(key, 3);
+        // 3 a minute: the next token comes 20 s after the bucket ran dry.
+        expect(refused.kind).toBe("wait");
+        const retryAfterMs = refused.kind === "wait" ? refused.retryAfterMs : 0;
+        expect(retryAfterMs).toBeGreaterThan(15_000);
+        expect(retryAfterMs).toBeLessThanOrEqual(20_000);
+        expect((await b.takeRegistration(key, 3)).kind).toBe("wait");
+        // Another key has a quota of its own.
+        expect(await b.takeRegistration(other, 3)).toEqual({ kind: "go" });
+      });
+
+      it("takes back a refunded registration, never above the quota", async () => {
+        const { a, b } = await open();
+        const key = `quota-${randomUUID()}`;
+        await a.refundRegistration(key, 2);
+        expect(await a.takeRegistration(key, 2)).toEqual({ kind: "go" });
+        expect(await b.takeRegistration(key, 2)).toEqual({ kind: "go" });
+        expect((await a.takeRegistration(key, 2)).kind).toBe("wait");
+        await b.refundRegistration(key, 2);
+        expect(await a.takeRegistration(key, 2)).toEqual({ kind: "go" });
+        expect((await b.takeRegistration(key, 2)).kind).toBe("wait");
+      });
+    });
+
     describe("interest", () => {
       it("lasts until its time per instance, never shortens, and is seen by every instance", async () => {
         const { a, b } = await open();
