@@ -3,16 +3,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createBench } from "./lib/bench.js";
 import { createCleanup, killChildrenOnExit } from "./lib/cleanup.js";
+import { writeCurveCharts } from "./lib/curve-charts.js";
 import { startGateway } from "./lib/gateway.js";
 import { log, logSection } from "./lib/log.js";
 import { BenchOptionError, checkDescriptorLimits, HELP, parseBenchOptions } from "./lib/options.js";
-import { ENTRY } from "./lib/paths.js";
+import { DEFAULT_CHARTS_DIR, ENTRY } from "./lib/paths.js";
 import { loadAverage1 } from "./lib/proc.js";
 import { describeMachine, type SummaryRow, summaryTable } from "./lib/report.js";
 import { killAllChildren } from "./lib/spawn.js";
 import { fmt } from "./lib/stats.js";
 import { ensureNchan } from "./nchan.js";
 import { capacityRows, runCapacity } from "./scenarios/capacity.js";
+import { curvesReport, runCurves } from "./scenarios/curves.js";
 import { fanoutRows, runFanout } from "./scenarios/fan-out.js";
 import { registrationRows, runRegistration } from "./scenarios/registration.js";
 import { runSingleFlight, singleFlightRows } from "./scenarios/single-flight.js";
@@ -26,6 +28,7 @@ import { runSingleFlight, singleFlightRows } from "./scenarios/single-flight.js"
  *   singleflight  3 instances on one Redis, W watchers over T traces vs the naive design
  *   fanout        TOP answers `bound` → N watchers (1 and 3 instances) vs Nchan (and raw node:http)
  *   register      POST /v1/binds per second, in memory and with Redis, vs raw node:http
+ *   curves        fan-out and registration at growing sizes; writes SVG charts (only with --only)
  *
  * Every load loop is bounded in count and time; every child is stopped at the end.
  */
@@ -60,7 +63,7 @@ async function main(): Promise<void> {
     `load average (1 min) at the start: ${fmt(load0, 2)}${load0 > 1 ? "  ⚠ the machine is busy; figures will be noisy" : ""}`,
   );
 
-  const needsNchan = scenarios.has("fanout") || scenarios.has("capacity");
+  const needsNchan = scenarios.has("fanout") || scenarios.has("capacity") || scenarios.has("curves");
   const nchan =
     needsNchan && options.nchan ? ensureNchan({ install: options.install, log: (line) => log(`   ${line}`) }) : null;
   if (nchan) {
@@ -76,6 +79,7 @@ async function main(): Promise<void> {
   const singleFlight = scenarios.has("singleflight") ? await runSingleFlight(bench) : null;
   const fanout = scenarios.has("fanout") ? await runFanout(bench) : null;
   const registration = scenarios.has("register") ? await runRegistration(bench) : null;
+  const curves = scenarios.has("curves") ? await runCurves(bench, `${machine.cpu}, Node ${machine.node}`) : null;
 
   const rows: SummaryRow[] = [
     ...(capacity ? capacityRows(capacity, bench, fanout?.find((r) => r.label === "Nchan")?.perStream ?? null) : []),
@@ -86,8 +90,8 @@ async function main(): Promise<void> {
   const load1 = loadAverage1();
   const report = [
     `## Benchmark results (${new Date().toISOString().slice(0, 10)})`,
-    "",
-    summaryTable(rows),
+    ...(rows.length ? ["", summaryTable(rows)] : []),
+    ...(curves ? ["", curvesReport(curves)] : []),
     "",
     `Machine: ${machine.cpu}; ${machine.memory}; ${machine.os}; Node ${machine.node}; Redis ${machine.redis}` +
       `${nchan?.ok ? `; ${nchan.version}` : ""}. Load average ${fmt(load0, 2)} at the start, ${fmt(load1, 2)} at the end; ` +
@@ -101,6 +105,10 @@ async function main(): Promise<void> {
   const out = options.out ?? join(tmpdir(), `bindwatch-bench-${new Date().toISOString().replace(/[:.]/g, "-")}.md`);
   writeFileSync(out, `${report}\n`);
   log(`\n(written to ${out})`);
+  if (curves) {
+    const written = writeCurveCharts(curves, options.chartsDir ?? DEFAULT_CHARTS_DIR);
+    log(`(curves: ${written.join(", ")})`);
+  }
   if (options.profile) log(`profiles and heap snapshots: ${bench.profileDir}`);
 }
 

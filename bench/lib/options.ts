@@ -6,9 +6,10 @@ import { parseArgs } from "node:util";
  * has a default and a smaller `--quick` one; an option that is wrong names itself.
  */
 
-/** Scenarios `--only` can pick. */
-export const SCENARIOS = ["capacity", "singleflight", "fanout", "register"] as const;
+/** Scenarios `--only` can pick; `curves` runs only when asked for (it takes minutes and writes docs/charts). */
+export const SCENARIOS = ["capacity", "singleflight", "fanout", "register", "curves"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
+const DEFAULT_SCENARIOS: readonly ScenarioName[] = ["capacity", "singleflight", "fanout", "register"];
 
 export interface BenchSizes {
   readonly streams: number;
@@ -22,6 +23,10 @@ export interface BenchSizes {
   readonly naiveIntervals: number;
   readonly postSeconds: number;
   readonly postConcurrency: number;
+  /** Fan-out sizes of the growth curves, ascending. */
+  readonly curveStreams: readonly number[];
+  /** Registration requests in flight of the growth curves, ascending. */
+  readonly curveConcurrency: readonly number[];
 }
 
 export interface BenchOptions {
@@ -34,6 +39,8 @@ export interface BenchOptions {
   readonly profile: boolean;
   /** Where the Markdown report goes; undefined: a file in the temp dir. */
   readonly out: string | undefined;
+  /** Where the growth curves' charts and data go; undefined: docs/charts of the checkout. */
+  readonly chartsDir: string | undefined;
   readonly help: boolean;
 }
 
@@ -51,14 +58,17 @@ export const HELP = `npm run bench -- [options]
   --idle-ms MS          idle window for CPU and pings                default 15000 = HEARTBEAT_MS (quick 6000)
   --sf-intervals K      poll intervals measured for single flight    default 10    (quick 4)
   --naive-intervals K   poll intervals measured for the naive design default 3     (quick 2)
-  --post-seconds S      registration load per variant                default 5     (quick 2)
+  --post-seconds S      registration load per variant (and curve point) default 5  (quick 2)
   --post-concurrency C  registration requests in flight              default 32
-  --only LIST           capacity,singleflight,fanout,register         default all
+  --curve-streams LIST  fan-out sizes of the curves    default 1000,2500,5000,10000,15000 (quick 500,1000,2000,3000)
+  --curve-concurrency LIST  registrations in flight of the curves    default 1,2,4,8,16,32,64
+  --only LIST           capacity,singleflight,fanout,register,curves  default all but curves
   --quick               small sizes, short windows (a smoke run)
   --no-nchan            skip the Nchan baseline      --no-install  never apt-get install nginx/Nchan
-  --no-raw-fanout       skip the raw node:http fan-out column
+  --no-raw-fanout       skip the raw node:http fan-out column (and its curve)
   --profile             bindwatch runs with --cpu-prof and --heapsnapshot-signal=SIGUSR2 (capacity snapshot)
-  --out FILE            also write the Markdown report here (default: a file in the temp dir)`;
+  --out FILE            also write the Markdown report here (default: a file in the temp dir)
+  --charts DIR          where curves writes its SVG charts and curves.json (default: docs/charts)`;
 
 /** Parses the bench's arguments; throws a BenchOptionError naming the option at fault. */
 export function parseBenchOptions(argv: readonly string[]): BenchOptions {
@@ -74,6 +84,12 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     if (typeof raw !== "string") return quick ? small : normal;
     return positiveInteger(name, raw);
   };
+  const list = (name: keyof typeof values, normal: readonly number[], small: readonly number[]): number[] => {
+    const raw = values[name];
+    if (typeof raw !== "string") return [...(quick ? small : normal)];
+    const parsed = raw.split(",").map((part) => positiveInteger(name, part.trim()));
+    return [...new Set(parsed)].sort((a, b) => a - b);
+  };
   const sizes: BenchSizes = Object.freeze({
     streams: int("streams", 15_000, 3_000),
     capacityTraces: int("capacity-traces", 100, 20),
@@ -86,8 +102,12 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     naiveIntervals: int("naive-intervals", 3, 2),
     postSeconds: int("post-seconds", 5, 2),
     postConcurrency: int("post-concurrency", 32, 32),
+    curveStreams: Object.freeze(
+      list("curve-streams", [1_000, 2_500, 5_000, 10_000, 15_000], [500, 1_000, 2_000, 3_000]),
+    ),
+    curveConcurrency: Object.freeze(list("curve-concurrency", [1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8, 16, 32, 64])),
   });
-  let scenarios: readonly ScenarioName[] = SCENARIOS;
+  let scenarios: readonly ScenarioName[] = DEFAULT_SCENARIOS;
   if (values.only !== undefined) {
     const names = values.only.split(",").map((s) => s.trim());
     const unknown = names.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
@@ -104,6 +124,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     install: values["no-install"] !== true,
     profile: values.profile === true,
     out: values.out,
+    chartsDir: values.charts,
     help: values.help === true,
   });
 }
@@ -113,7 +134,7 @@ export const FD_LIMIT = 20_000;
 
 /** Throws a BenchOptionError when the sizes cannot fit the machine's descriptor limits. */
 export function checkDescriptorLimits(sizes: BenchSizes): void {
-  const largestServer = Math.max(sizes.streams, sizes.fanout);
+  const largestServer = Math.max(sizes.streams, sizes.fanout, ...sizes.curveStreams);
   const perClient = Math.ceil(Math.max(largestServer, sizes.watchers) / sizes.clients);
   if (perClient > FD_LIMIT - 500)
     throw new BenchOptionError(`${perClient} sockets per client process is too many; raise --clients`);
@@ -142,6 +163,8 @@ function parse(argv: readonly string[]) {
       "naive-intervals": { type: "string" },
       "post-seconds": { type: "string" },
       "post-concurrency": { type: "string" },
+      "curve-streams": { type: "string" },
+      "curve-concurrency": { type: "string" },
       only: { type: "string" },
       quick: { type: "boolean", default: false },
       "no-nchan": { type: "boolean", default: false },
@@ -149,6 +172,7 @@ function parse(argv: readonly string[]) {
       "no-install": { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       out: { type: "string" },
+      charts: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,

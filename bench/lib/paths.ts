@@ -13,3 +13,5 @@ export const CLIENT = join(BENCH, "client.js");
 export const RAW_SERVER = join(BENCH, "raw-sse-server.js");
 export const NAIVE = join(BENCH, "naive-poller.js");
 export const POST_LOADER = join(BENCH, "post-loader.js");
+/** Where the growth curves' charts and data go unless --charts says otherwise. */
+export const DEFAULT_CHARTS_DIR = join(ROOT, "docs/charts");
