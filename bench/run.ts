@@ -6,7 +6,7 @@ import { createCleanup, killChildrenOnExit } from "./lib/cleanup.js";
 import { writeCurveCharts } from "./lib/curve-charts.js";
 import { startGateway } from "./lib/gateway.js";
 import { log, logSection } from "./lib/log.js";
-import { BenchOptionError, checkDescriptorLimits, HELP, parseBenchOptions } from "./lib/options.js";
+import { BenchOptionError, type BenchOptions, checkDescriptorLimits, HELP, parseBenchOptions } from "./lib/options.js";
 import { DEFAULT_CHARTS_DIR, ENTRY } from "./lib/paths.js";
 import { loadAverage1 } from "./lib/proc.js";
 import { describeMachine, type SummaryRow, summaryTable } from "./lib/report.js";
@@ -33,7 +33,7 @@ import { runSingleFlight, singleFlightRows } from "./scenarios/single-flight.js"
  * Every load loop is bounded in count and time; every child is stopped at the end.
  */
 
-let options: ReturnType<typeof parseBenchOptions>;
+let options: BenchOptions;
 try {
   options = parseBenchOptions(process.argv.slice(2));
   if (!options.help) checkDescriptorLimits(options.sizes);
