@@ -1,0 +1,119 @@
+import type { Bench } from "../lib/bench.js";
+import { log, logScenarioDone, logSection } from "../lib/log.js";
+import { POST_LOADER } from "../lib/paths.js";
+import type { SummaryRow } from "../lib/report.js";
+import { runHelper } from "../lib/spawn.js";
+import { fmt, fmtInt, ratio } from "../lib/stats.js";
+
+/*
+ * Registration: POST /v1/binds with a new trace_id each time (bench/post-loader.ts), for
+ * --post-seconds with --post-concurrency requests in flight, on a fresh server each time:
+ * bindwatch in memory, bindwatch with Redis, and the raw node:http server answering a
+ * JSON POST with 201. Every bindwatch registration also starts its poll (SPEC §3).
+ */
+
+export interface RegisterResult {
+  readonly label: string;
+  readonly concurrency: number;
+  readonly perSecond: number;
+  readonly ok: number;
+  readonly statuses: Record<string, number>;
+  readonly p50: number;
+  readonly p99: number;
+}
+
+/** The systems registration is measured on, in the order they run. */
+export const REGISTRATION_SYSTEMS = ["raw node:http", "bindwatch, in memory", "bindwatch, Redis"] as const;
+export type RegistrationSystem = (typeof REGISTRATION_SYSTEMS)[number];
+
+export async function runRegistration(bench: Bench): Promise<RegisterResult[]> {
+  const { postSeconds, postConcurrency } = bench.options.sizes;
+  logSection(`Registration: POST /v1/binds for ${postSeconds} s, ${postConcurrency} in flight`);
+  const t0 = Date.now();
+  const results: RegisterResult[] = [];
+  for (const system of REGISTRATION_SYSTEMS) {
+    results.push(await measureRegistration(bench, system, postConcurrency, "reg"));
+  }
+  logScenarioDone("registration", t0);
+  return results;
+}
+
+export function registrationRows(results: readonly RegisterResult[]): SummaryRow[] {
+  const of = (system: RegistrationSystem) => results.find((r) => r.label === system);
+  const raw = of("raw node:http");
+  const memory = of("bindwatch, in memory");
+  const redis = of("bindwatch, Redis");
+  const rows: SummaryRow[] = [];
+  if (memory && raw) {
+    rows.push([
+      "Registration, POST /v1/binds per second (in memory)",
+      fmtInt(memory.perSecond),
+      `raw node:http ${fmtInt(raw.perSecond)}`,
+      ratio(memory.perSecond, raw.perSecond),
+      "—",
+      "—",
+    ]);
+  }
+  if (redis && memory) {
+    rows.push([
+      "Registration, POST /v1/binds per second (Redis)",
+      fmtInt(redis.perSecond),
+      `in memory ${fmtInt(memory.perSecond)}`,
+      ratio(redis.perSecond, memory.perSecond),
+      "—",
+      "—",
+    ]);
+  }
+  return rows;
+}
+
+/**
+ * Loads a fresh server of `system` (and a fresh Redis for it) with `concurrency` registrations in
+ * flight for --post-seconds, then stops it. `tag` keeps the trace ids apart from other runs'.
+ */
+export async function measureRegistration(
+  bench: Bench,
+  system: RegistrationSystem,
+  concurrency: number,
+  tag: string,
+): Promise<RegisterResult> {
+  const redis = system === "bindwatch, Redis" ? await bench.startRedis() : null;
+  const server =
+    system === "raw node:http"
+      ? await bench.startRaw()
+      : await bench.startBindwatch(redis ? { REDIS_URL: redis.url } : {});
+  const short = { "raw node:http": "raw", "bindwatch, in memory": "mem", "bindwatch, Redis": "redis" }[system];
+  const { postSeconds } = bench.options.sizes;
+  const out = await runHelper<{
+    ok: number;
+    issued: number;
+    statuses: Record<string, number>;
+    ms: number;
+    latency: { p50: number; p99: number; max: number };
+  }>(
+    POST_LOADER,
+    {
+      URL: server.url,
+      CONCURRENCY: String(concurrency),
+      DURATION_MS: String(postSeconds * 1000),
+      MAX_REQUESTS: "200000",
+      PREFIX: `${tag}-${short}-${concurrency}-${process.pid}`,
+    },
+    postSeconds * 1000 + 60_000,
+  );
+  await server.stop();
+  await redis?.stop();
+  const r: RegisterResult = {
+    label: system,
+    concurrency,
+    perSecond: out.ok / (out.ms / 1000),
+    ok: out.ok,
+    statuses: out.statuses,
+    p50: out.latency.p50,
+    p99: out.latency.p99,
+  };
+  log(
+    `   ${system}, ${concurrency} in flight: ${fmtInt(r.perSecond)} POST/s (${fmtInt(out.ok)} × 201 in ${fmt(out.ms / 1000, 1)} s; statuses ${JSON.stringify(out.statuses)}; p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms)`,
+  );
+  return r;
+}
