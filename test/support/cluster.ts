@@ -4,6 +4,7 @@ import { Worker } from "node:worker_threads";
 import { afterAll, beforeAll } from "vitest";
 import { type SimStats, type SimTraceReport, scriptBoundAfter, type TraceScriptInput } from "../../src/sim/gateway.js";
 import { ENTRY, ensureBuilt, ROOT } from "./build.js";
+import { DEATH_SIGNAL_PREFIX, trackChild } from "./children.js";
 import { type RedisServer, startRedisServer } from "./redis-server.js";
 import { bindBody, postBind, waitUntil } from "./server.js";
 import { openSse, type SseReader } from "./sse-reader.js";
@@ -160,12 +161,6 @@ export interface Instance {
   signal(signal: NodeJS.Signals): Promise<ExitInfo>;
 }
 
-/** Every instance started by this test process, SIGKILLed on exit should a test forget one. */
-const spawned = new Set<ChildProcessWithoutNullStreams>();
-process.once("exit", () => {
-  for (const child of spawned) child.kill("SIGKILL");
-});
-
 /** A clean environment: nothing of the test runner's (REDIS_URL included) leaks in. */
 function instanceEnv(env: Readonly<Record<string, string>>): Record<string, string> {
   return { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env };
@@ -197,8 +192,8 @@ export function readMetric(text: string, name: string): number {
  * @example const a = await startInstance("a", { REDIS_URL: redis.url, TOP_GATEWAY_URL: gateway.url, … });
  */
 export async function startInstance(name: string, env: Readonly<Record<string, string>>): Promise<Instance> {
-  const child = spawn(process.execPath, [ENTRY], { cwd: ROOT, env: instanceEnv(env) });
-  spawned.add(child);
+  const [command = process.execPath, ...args] = [...DEATH_SIGNAL_PREFIX, process.execPath, ENTRY];
+  const child = trackChild(spawn(command, args, { cwd: ROOT, env: instanceEnv(env) }));
   const lines: string[] = [];
   let partial = "";
   let stderr = "";
@@ -216,7 +211,6 @@ export async function startInstance(name: string, env: Readonly<Record<string, s
   });
   const exited = new Promise<ExitInfo>((resolve) => {
     child.once("exit", (code, signal) => {
-      spawned.delete(child);
       exit = { code, signal };
       const info = exit;
       // Report the exit once stdout is drained: the last log lines matter.

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { promisify } from "node:util";
 import { ROOT } from "./build.js";
+import { DEATH_SIGNAL_PREFIX, trackChild, trackDir } from "./children.js";
 import { findFreePort } from "./ports.js";
 
 /*
@@ -24,11 +25,6 @@ export const RECIPE = join(ROOT, "deploy/nginx.conf");
 
 const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 5_000;
-
-const running = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
 
 export interface Certificate {
   readonly certFile: string;
@@ -120,7 +116,7 @@ export async function startNginx(opts: { upstreams: readonly string[] }): Promis
   if (!existsSync(NGINX_PATH)) {
     throw new Error(`no nginx at ${NGINX_PATH}: apt-get install nginx-light, or set NGINX_PATH`);
   }
-  const dir = await mkdtemp(join(tmpdir(), "bindwatch-nginx-"));
+  const dir = trackDir(await mkdtemp(join(tmpdir(), "bindwatch-nginx-")));
   const certificate = await makeSelfSignedCertificate(dir);
   const recipe = await readFile(RECIPE, "utf8");
   const errorLogFile = join(dir, "error.log");
@@ -150,20 +146,17 @@ http {
 }
 `,
     );
-    const child = spawn(NGINX_PATH, ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", errorLogFile], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    running.add(child);
+    const [command = NGINX_PATH, ...args] = [
+      ...DEATH_SIGNAL_PREFIX,
+      NGINX_PATH,
+      ...["-p", dir, "-c", join(dir, "nginx.conf"), "-e", errorLogFile],
+    ];
+    const child = trackChild(spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] }));
     let stderr = "";
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr += chunk;
     });
-    const exited = new Promise<void>((resolve) => {
-      child.once("exit", () => {
-        running.delete(child);
-        resolve();
-      });
-    });
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     let dead = false;
     void exited.then(() => {
       dead = true;

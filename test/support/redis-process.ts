@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { DEATH_SIGNAL_PREFIX, trackChild, trackDir, untrackDir } from "./children.js";
 import { findFreePort } from "./ports.js";
 
 /*
@@ -17,30 +17,6 @@ import { findFreePort } from "./ports.js";
 export const HOST = "127.0.0.1";
 const START_TIMEOUT_MS = 15_000;
 const STOP_TIMEOUT_MS = 5_000;
-
-/** Every process this test process started and every directory it made, cleaned up on exit should a test forget. */
-const running = new Set<ChildProcess>();
-const dirs = new Set<string>();
-function cleanUp(): void {
-  for (const child of running) child.kill("SIGKILL");
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-}
-process.once("exit", cleanUp);
-// Vitest ends a worker process with SIGTERM, whose default action skips "exit" listeners:
-// clean up, then die of the signal as before.
-for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
-  process.once(signal, () => {
-    cleanUp();
-    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-  });
-}
-/**
- * `setpriv --pdeathsig SIGKILL` has the kernel kill a server when this process dies in a
- * way no listener sees (SIGKILL, a crash); without util-linux's setpriv, the listeners only.
- */
-const DEATH_SIGNAL_PREFIX = (process.env.PATH ?? "").split(delimiter).some((dir) => existsSync(join(dir, "setpriv")))
-  ? ["setpriv", "--pdeathsig", "SIGKILL"]
-  : [];
 
 /** One RESP command over a raw socket; resolves to the raw reply text or rejects on error/timeout. */
 export function rawCommand(port: number, args: readonly string[], timeoutMs = 1_000): Promise<string> {
@@ -160,15 +136,10 @@ interface Spawned {
 
 function spawnServer(argv: readonly string[]): Spawned {
   const [command = "redis-server", ...args] = [...DEATH_SIGNAL_PREFIX, "redis-server", ...argv];
-  const child = spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] });
-  running.add(child);
+  const child = trackChild(spawn(command, args, { stdio: ["ignore", "ignore", "pipe"] }));
   const exited = new Promise<void>((resolve) => {
-    const gone = () => {
-      running.delete(child);
-      resolve();
-    };
-    child.once("exit", gone);
-    child.once("error", gone);
+    child.once("exit", () => resolve());
+    child.once("error", () => resolve());
   });
   child.stderr?.resume();
   return { child, exited };
@@ -255,12 +226,12 @@ export async function launchRedis(opts: LaunchRedisOptions): Promise<RedisProces
   for (let attempt = 0; ; attempt += 1) {
     const port = opts.port ?? (await findFreePort(opts.busOffset));
     const dir = await mkdtemp(join(tmpdir(), "bindwatch-redis-"));
-    dirs.add(dir);
+    trackDir(dir);
     const argv = await opts.argv(port, dir);
     const first = spawnServer(argv);
     if (await waitUntilUp(port, first)) return trackProcess(port, dir, argv, first);
     await rm(dir, { recursive: true, force: true });
-    dirs.delete(dir);
+    untrackDir(dir);
     if (opts.port !== undefined || attempt >= 4) throw new Error(`redis-server could not start on port ${port}`);
   }
 }
@@ -288,7 +259,7 @@ function trackProcess(port: number, dir: string, argv: readonly string[], first:
     async start(extraArgs: readonly string[] = []) {
       await stop();
       await mkdir(dir, { recursive: true });
-      dirs.add(dir);
+      trackDir(dir);
       const deadline = Date.now() + START_TIMEOUT_MS;
       // The old process's socket may linger a moment: retry until the new one holds the port.
       for (;;) {
@@ -303,7 +274,7 @@ function trackProcess(port: number, dir: string, argv: readonly string[], first:
     async remove() {
       await stop();
       await rm(dir, { recursive: true, force: true });
-      dirs.delete(dir);
+      untrackDir(dir);
     },
   };
 }
