@@ -30,14 +30,14 @@ export interface RunningServer {
 }
 
 /**
- * The built browser client (dist/src/client/index.js), served at /v1/client.js.
- * From dist/ it sits beside this file's folder; from the TypeScript sources (tests) under dist/.
+ * A file of the build's dist/assets/ (scripts/build-assets.ts), the same the Worker serves:
+ * `client.js` (/v1/client.js) or `demo.html` (/). From dist/ the folder is two levels up
+ * from this file's; from the TypeScript sources (tests) it is under dist/.
  */
-async function loadClientScript(): Promise<string | undefined> {
-  for (const candidate of ["../client/index.js", "../../dist/src/client/index.js"]) {
+export async function loadAsset(name: "client.js" | "demo.html"): Promise<string | undefined> {
+  for (const dir of ["../../assets/", "../../dist/assets/"]) {
     try {
-      const text = await readFile(new URL(candidate, import.meta.url), "utf8");
-      return text.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+      return await readFile(new URL(dir + name, import.meta.url), "utf8");
     } catch {
       // try the next place
     }
@@ -127,9 +127,13 @@ export async function startNodeServer(
   const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
   statsOf = () => service.stats();
   const sim = simulator;
-  const clientScript = await loadClientScript();
+  const [clientScript, demoPage] = await Promise.all([
+    loadAsset("client.js"),
+    sim ? loadAsset("demo.html") : undefined,
+  ]);
   if (clientScript === undefined)
     logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
+  if (sim && demoPage === undefined) logger.warn({}, "demo page not built (npm run build): / is not served");
   const app = createApp({
     service,
     streams,
@@ -154,7 +158,7 @@ export async function startNodeServer(
         c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
       );
       if (sim) {
-        a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
+        if (demoPage !== undefined) a.get("/", (c) => c.html(renderDemoPage(demoPage, { title: "bindwatch demo" })));
         a.get("/favicon.ico", (c) => c.body(null, 204));
         a.route("/sim", createSimulatorControl(sim));
       }

@@ -76,7 +76,7 @@ export interface EdgeEnv {
   readonly BINDS: DurableObjectNamespaceApi<BindObjectStub>;
   readonly BUDGET: DurableObjectNamespaceApi<BudgetObjectStub>;
   readonly SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
-  /** The built browser client (wrangler.toml `[assets]`), served at /v1/client.js. */
+  /** The build's dist/assets/ (wrangler.toml `[assets]`): the browser client and the demo page. */
   readonly ASSETS?: { fetch(request: Request): Promise<Response> };
   readonly [variable: string]: unknown;
 }
@@ -256,20 +256,35 @@ function createFrontService(env: EdgeEnv): BindService {
   };
 }
 
-/** The browser client as Node serves it: the build's dist/src/client/index.js, without its source map line. */
-async function loadClientScript(env: EdgeEnv): Promise<string | undefined> {
-  const response = await env.ASSETS?.fetch(new Request("http://assets.internal/index.js"));
-  if (!response?.ok) return undefined;
-  return (await response.text()).replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+/** A file of the build's dist/assets/, as Node reads it from disk: `client.js` or `demo.html`. */
+async function loadAsset(env: EdgeEnv, name: "client.js" | "demo.html"): Promise<string | undefined> {
+  const response = await env.ASSETS?.fetch(new Request(`http://assets.internal/${name}`));
+  return response?.ok ? response.text() : undefined;
 }
 
-function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | undefined): Hono {
+interface WorkerAssets {
+  readonly clientScript: string | undefined;
+  /** Loaded in simulator mode only. */
+  readonly demoPage: string | undefined;
+}
+
+async function loadWorkerAssets(env: EdgeEnv, config: Config): Promise<WorkerAssets> {
+  const [clientScript, demoPage] = await Promise.all([
+    loadAsset(env, "client.js"),
+    config.simulator ? loadAsset(env, "demo.html") : undefined,
+  ]);
+  return { clientScript, demoPage };
+}
+
+function createWorkerApp(env: EdgeEnv, config: Config, { clientScript, demoPage }: WorkerAssets): Hono {
   const logger = createConsoleLogger(config.logLevel);
   if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
   if (!config.watchTokenSecret)
     logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
   if (clientScript === undefined)
     logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
+  if (config.simulator && demoPage === undefined)
+    logger.warn({}, "demo page not built (npm run build): / is not served");
   return createApp({
     service: createFrontService(env),
     streams: createStreamRegistry(),
@@ -288,7 +303,8 @@ function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | un
       app.all("/v1/binds/:traceId/events", forward);
       app.all("/v1/binds/:traceId", forward);
       if (config.simulator) {
-        app.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo (edge)" })));
+        if (demoPage !== undefined)
+          app.get("/", (c) => c.html(renderDemoPage(demoPage, { title: "bindwatch demo (edge)" })));
         app.get("/favicon.ico", (c) => c.body(null, 204));
         app.all("/sim/*", async (c) => mutable(await simulatorStub(env).fetch(c.req.raw)));
       }
@@ -309,7 +325,7 @@ export default {
         if (err instanceof ConfigError) return configErrorResponse(err);
         throw err;
       }
-      app = createWorkerApp(env, config, await loadClientScript(env));
+      app = createWorkerApp(env, config, await loadWorkerAssets(env, config));
       workerApps.set(env, app);
     }
     return app.fetch(request, env, ctx as never);

@@ -324,7 +324,11 @@ describe("edge: configuration and simulator mode", () => {
     const { TOP_APP_KEY: _key, TOP_APP_SECRET: _secret, ...simulatorEnv } = env;
     const page = await worker.fetch(new Request(`${BASE}/`), simulatorEnv as EdgeEnv, {});
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain("<!doctype html>");
+    // The build's dist/assets/demo.html, read through ASSETS as Node reads it from disk.
+    const html = await page.text();
+    expect(html).toContain("<!doctype html>");
+    expect(html).toContain("<title>bindwatch demo (edge)</title>");
+    expect(html).toContain('const client = import("/v1/client.js");');
     const stats = await worker.fetch(new Request(`${BASE}/sim/stats`), simulatorEnv as EdgeEnv, {});
     expect(stats.status).toBe(200);
     expect(await stats.json()).toMatchObject({ requests: expect.any(Number) });

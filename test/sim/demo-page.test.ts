@@ -1,10 +1,45 @@
+import { readFile } from "node:fs/promises";
 import { runInNewContext } from "node:vm";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { BindwatchError, type ClientEnvironment, type WatchBindOptions, watchBind } from "../../src/client/index.js";
-import { renderDemoPage } from "../../src/sim/demo-page.js";
+import { assembleDemoPage, renderDemoPage } from "../../src/sim/demo-page.js";
+import { DEMO_PAGE_ASSET, ensureBuilt } from "../support/build.js";
+
+/** The page as the build assembled it (dist/assets/demo.html), before its placeholders are filled. */
+let built: string;
+
+beforeAll(async () => {
+  ensureBuilt();
+  built = await readFile(DEMO_PAGE_ASSET, "utf8");
+}, 120_000);
+
+describe("assembleDemoPage", () => {
+  const html = '<head><link rel="stylesheet" href="page.css"></head><script type="module" src="page.js"></script>';
+
+  it("inlines the stylesheet and the module, without tsc's export and source map lines", () => {
+    const page = assembleDemoPage({
+      html,
+      css: "a { color: red; }\n",
+      script: 'const x = "$&";\nexport {};\n//# sourceMappingURL=page.js.map\n',
+    });
+    expect(page).toBe(
+      '<head><style>\na { color: red; }\n</style></head><script type="module">\nconst x = "$&";\n</script>',
+    );
+  });
+
+  it("refuses sources it cannot inline faithfully", () => {
+    expect(() => assembleDemoPage({ html: "<head></head>", css: "", script: "" })).toThrow(/page\.css/);
+    expect(() => assembleDemoPage({ html, css: "", script: 'import "./x.js";' })).toThrow(/static imports/);
+    expect(() => assembleDemoPage({ html, css: "", script: 'const s = "</script>";' })).toThrow(/<\/script/);
+    expect(() => assembleDemoPage({ html, css: "p::after { content: '</style>'; }", script: "" })).toThrow(/<\/style/);
+  });
+});
 
 describe("renderDemoPage", () => {
-  const html = renderDemoPage({});
+  let html: string;
+  beforeAll(() => {
+    html = renderDemoPage(built);
+  });
 
   it("is one self-contained HTML document", () => {
     expect(html.startsWith("<!doctype html>")).toBe(true);
@@ -32,7 +67,7 @@ describe("renderDemoPage", () => {
   });
 
   it("escapes the title", () => {
-    const page = renderDemoPage({ title: '<script>alert("x")</script>' });
+    const page = renderDemoPage(built, { title: '<script>alert("x")</script>' });
     expect(page).not.toContain('<script>alert("x")</script>');
     expect(page).toContain("&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;");
   });
@@ -279,7 +314,7 @@ interface PageOptions {
  * `import("/v1/client.js")` gets the real client module, bound to the same fakes.
  */
 function loadPage(opts: PageOptions = {}) {
-  const html = renderDemoPage({});
+  const html = renderDemoPage(built);
   const elements = new Map<string, FakeElement>();
   for (const m of html.matchAll(/<(\w+)[^>]*\sid="([^"]+)"([^>]*)>/g)) {
     const el = new FakeElement();
