@@ -199,6 +199,7 @@ export function renderTraceReport(report: SimTraceReport): Record<string, unknow
       step: describeStep(call.step),
       outcome: call.outcome,
       request_id: call.requestId,
+      eagleeye_id: call.eagleeyeId,
     })),
   };
 }

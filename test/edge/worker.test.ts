@@ -148,6 +148,24 @@ describe("edge: watching", () => {
     });
   });
 
+  it("keeps the answer's trace_id, the gateway's EagleEye id, as upstream.eagleeye_id without new versions", async () => {
+    const traceId = newTraceId("eagleeye");
+    await registered(traceId, { outcome: "bound", after: 2 });
+    const stream = await watch(traceId);
+    await stream.done;
+    const calls = (await gateway.trace(traceId)).calls;
+    expect(calls).toHaveLength(3);
+    const ids = calls.map((call) => call.eagleeye_id);
+    expect(new Set(ids).size).toBe(3);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}\d{13}\d{4}d[0-9a-f]{4}$/);
+    // v1 registered, v2 the first answer, v3 bound: the second answer's new id made no version.
+    const final = stream.states<BindState>().at(-1)!;
+    expect(final).toMatchObject({ status: "bound", version: 3, attempts: 3 });
+    expect(final.upstream?.eagleeye_id).toBe(ids[2]);
+    expect(final.upstream?.eagleeye_id).not.toBe(traceId);
+    expect((await stateOf(traceId)).upstream?.eagleeye_id).toBe(ids[2]);
+  });
+
   it("expires a bind that never binds at its deadline", async () => {
     const traceId = newTraceId("expired");
     const initial = await registered(traceId, { outcome: "never" });

@@ -130,6 +130,7 @@ describe("the demo page script (in a minimal fake DOM)", () => {
     await flush();
     expect(page.el("status").textContent).toBe("bound");
     expect(page.el("status").className).toBe("badge bound");
+    expect(page.el("s-eagleeye").textContent).toBe("213cbe9116665898268912730d02de");
     expect(es.closed).toBe(true);
     const rows = page.rows();
     expect(rows.filter((r) => r[1] === "watchBind" && r[2] !== "·").map((r) => [r[2], r[3], r[4]])).toEqual([
@@ -224,7 +225,7 @@ function state(traceId: string, status: string, version: number): Record<string,
     created_at: "2026-11-29T10:00:00.000Z",
     updated_at: "2026-11-29T10:00:02.000Z",
     expires_at: "2026-11-29T10:03:00.000Z",
-    upstream: { ret_code: 0, message: "", request_id: "r" },
+    upstream: { ret_code: 0, message: "", request_id: "r", eagleeye_id: `213cbe9116665898268912730d0${version}de` },
     error: null,
   };
 }

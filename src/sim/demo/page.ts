@@ -188,6 +188,7 @@ function showState(state: BindState): void {
   $("s-attempts").textContent = String(state.attempts);
   const up = state.upstream;
   $("s-upstream").textContent = up ? `ret_code ${up.ret_code}${up.message ? ` · ${up.message}` : ""}` : "–";
+  $("s-eagleeye").textContent = up?.eagleeye_id || "–";
   $("s-error").textContent = state.error ? describeError(state) : "none";
   $("s-expires").textContent = state.expires_at ? clock(state.expires_at) : "–";
 }
