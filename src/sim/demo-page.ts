@@ -7,6 +7,8 @@
  * binding; each fills in the page's placeholders (`renderDemoPage`) when serving it.
  */
 
+import type { SandboxCredentials } from "./sandbox.js";
+
 export interface DemoPageSources {
   /** page.html: links page.css and page.js, which are inlined in their place. */
   readonly html: string;
@@ -49,6 +51,8 @@ function replaceOnce(text: string, tag: string, replacement: string): string {
 
 export interface DemoPageOptions {
   readonly title?: string;
+  /** Shown on the page with a ready command, for trying the sandbox from a shell. */
+  readonly sandbox: SandboxCredentials;
 }
 
 const DEFAULT_TITLE = "bindwatch — simulator demo";
@@ -56,11 +60,18 @@ const DEFAULT_TITLE = "bindwatch — simulator demo";
 /**
  * Fills in the placeholders of the assembled page (dist/assets/demo.html), escaping
  * every value.
- * @example app.get("/", (c) => c.html(renderDemoPage(page, { title: "bindwatch demo" })));
+ * @example app.get("/", (c) => c.html(renderDemoPage(page, { title: "bindwatch demo", sandbox })));
  */
-export function renderDemoPage(page: string, opts: DemoPageOptions = {}): string {
-  const title = escapeHtml(opts.title ?? DEFAULT_TITLE);
-  return page.replaceAll("{{title}}", () => title);
+export function renderDemoPage(page: string, opts: DemoPageOptions): string {
+  const values: Record<string, string> = {
+    title: opts.title ?? DEFAULT_TITLE,
+    sandbox_app_key: opts.sandbox.appKey,
+    sandbox_app_secret: opts.sandbox.appSecret,
+  };
+  return page.replace(/\{\{(\w+)\}\}/g, (placeholder, name: string) => {
+    const value = values[name];
+    return value === undefined ? placeholder : escapeHtml(value);
+  });
 }
 
 function escapeHtml(text: string): string {

@@ -171,6 +171,8 @@ export interface TopSimulatorOptions {
 export interface TopSimulator {
   /** The gateway: `POST /router/rest` (and `POST /`). */
   readonly fetch: (req: Request) => Promise<Response>;
+  /** The gateway's answer to a request whatever its path, for mounting it elsewhere (the sandbox, /sim/router/rest). */
+  readonly gateway: (req: Request) => Promise<Response>;
   /** Scripts a trace; its step cursor restarts at the first step. */
   setScript(traceId: string, script: TraceScriptInput): void;
   /** Returns a trace to the default script. */
@@ -378,22 +380,29 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
     return answerStep(step, call);
   }
 
-  const app = new Hono();
-  const limit = bodyLimit({
-    maxSize: MAX_BODY_BYTES,
-    onError: () => errorEnvelope(43, "Parameter Error", undefined, "request body too large"),
-  });
-  app.post("/router/rest", limit, handleGateway);
-  app.post("/", limit, handleGateway);
-  app.all("/router/rest", () => {
+  const gateway = new Hono();
+  gateway.post(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => errorEnvelope(43, "Parameter Error", undefined, "request body too large"),
+    }),
+    handleGateway,
+  );
+  gateway.all("*", () => {
     counters.requests++;
     return reject({ reason: "http_method", code: 9, msg: "Http Action Not Allowed" });
   });
+  gateway.onError(() => errorEnvelope(10, "Service Currently Unavailable", "isp.unknown-error"));
+
+  const app = new Hono();
+  app.all("/router/rest", (c) => gateway.fetch(c.req.raw));
+  app.post("/", (c) => gateway.fetch(c.req.raw));
   app.notFound(() => new Response("Not Found", { status: 404 }));
-  app.onError(() => errorEnvelope(10, "Service Currently Unavailable", "isp.unknown-error"));
 
   return {
     fetch: async (req) => app.fetch(req),
+    gateway: async (req) => gateway.fetch(req),
     setScript(traceId, script) {
       const rec = traceRecord(traceId);
       rec.script = normalizeScript(script);

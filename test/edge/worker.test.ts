@@ -8,6 +8,7 @@ import type { BindState } from "../../src/domain/bind.js";
 import worker, { type BindObject, type DurableObjectStateApi, type EdgeEnv } from "../../src/runtime/worker.js";
 import { createTopClient } from "../../src/top/client.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
+import { CHECKBIND_SUCCESS_KEY, type CheckbindCall, checkbindRequest } from "../support/top-signing.js";
 import { EDGE_TEST_VARS } from "./constants.js";
 import { BASE, env, gateway, newTraceId, postBind, registration, waitFor, workerFetch } from "./support.js";
 
@@ -353,6 +354,41 @@ describe("edge: configuration and simulator mode", () => {
     // With credentials there is no simulator: no demo page, no controls.
     expect((await workerFetch("/")).status).toBe(404);
     expect((await workerFetch("/sim/stats")).status).toBe(404);
+  });
+
+  it("answers other TOP clients at /sim/router/rest with the credentials the demo page shows", async () => {
+    const { TOP_APP_KEY: _key, TOP_APP_SECRET: _secret, ...simulatorEnv } = env;
+    const inSimulatorMode = (request: Request) => worker.fetch(request, simulatorEnv as EdgeEnv, {});
+    const html = await (await inSimulatorMode(new Request(`${BASE}/`))).text();
+    const shown = (id: string) => new RegExp(`id="${id}"[^>]*value="([^"]*)"`).exec(html)?.[1];
+    const credentials = { appKey: shown("sandbox-app-key") ?? "", appSecret: shown("sandbox-app-secret") ?? "" };
+    expect(credentials).toEqual(await env.SIMULATOR.get(env.SIMULATOR.idFromName("simulator")).credentials());
+
+    const traceId = newTraceId("sandbox");
+    const call = async (overrides: Partial<CheckbindCall> = {}) => {
+      const request = checkbindRequest(`${BASE}/sim/router/rest`, { ...credentials, traceId, ...overrides });
+      const res = await inSimulatorMode(request);
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, Record<string, unknown>>;
+    };
+    for (const signMethod of ["md5", "hmac-sha256"] as const) {
+      const answer = (await call({ signMethod }))[CHECKBIND_SUCCESS_KEY];
+      expect(answer).toMatchObject({ result: true, ret_value: false, ret_code: 0 });
+      expect(answer?.trace_id).toMatch(/^[0-9a-f]{8}\d{13}\d{4}d[0-9a-f]{4}$/);
+    }
+    expect((await call({ appSecret: "forged-secret" })).error_response).toMatchObject({ code: 25 });
+    expect((await call({ at: Date.now() - 11 * 60_000 })).error_response).toMatchObject({ code: 31 });
+    // The scripts of /sim apply: it is the simulator the trace objects poll.
+    await inSimulatorMode(
+      new Request(`${BASE}/sim/traces/${traceId}/script`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ outcome: "bound", after: 0 }),
+      }),
+    );
+    expect((await call())[CHECKBIND_SUCCESS_KEY]).toMatchObject({ result: true, ret_value: true });
+    // With TOP credentials there is no sandbox either.
+    expect((await workerFetch("/sim/router/rest", { method: "POST" })).status).toBe(404);
   });
 
   it("signs and parses simulator calls as in production, through the simulator object's stub", async () => {

@@ -7,6 +7,8 @@ import { DEMO_PAGE_ASSET, ensureBuilt } from "../support/build.js";
 
 /** The page as the build assembled it (dist/assets/demo.html), before its placeholders are filled. */
 let built: string;
+/** What the server fills in for the sandbox; the secret has characters that need escaping in HTML and a shell. */
+const SANDBOX = { appKey: "40517723", appSecret: `s3cr"e't&<x>` };
 
 beforeAll(async () => {
   ensureBuilt();
@@ -38,7 +40,7 @@ describe("assembleDemoPage", () => {
 describe("renderDemoPage", () => {
   let html: string;
   beforeAll(() => {
-    html = renderDemoPage(built);
+    html = renderDemoPage(built, { sandbox: SANDBOX });
   });
 
   it("is one self-contained HTML document", () => {
@@ -67,9 +69,15 @@ describe("renderDemoPage", () => {
   });
 
   it("escapes the title", () => {
-    const page = renderDemoPage(built, { title: '<script>alert("x")</script>' });
+    const page = renderDemoPage(built, { title: '<script>alert("x")</script>', sandbox: SANDBOX });
     expect(page).not.toContain('<script>alert("x")</script>');
     expect(page).toContain("&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;");
+  });
+
+  it("shows the sandbox credentials, escaped", () => {
+    expect(html).toContain('id="sandbox-app-key" readonly spellcheck="false" value="40517723"');
+    expect(html).toContain('value="s3cr&#34;e&#39;t&#38;&#60;x&#62;"');
+    expect(html).not.toMatch(/\{\{\w+\}\}/);
   });
 
   it("has a script that parses", () => {
@@ -96,6 +104,20 @@ describe("the demo page script (in a minimal fake DOM)", () => {
       "});",
       "const final = await watching; // bound, failed, expired or cancelled",
     ]);
+
+    // The sandbox: a ready command for this trace that signs and sends a checkbind call.
+    // (The end-to-end suite runs it against a real server.)
+    expect(page.el("sandbox-url").value).toBe("http://demo.test/sim/router/rest");
+    const sandbox = page.el("sandbox-curl").textContent;
+    expect(sandbox).toContain(`app_key='40517723' app_secret='s3cr"e'\\''t&<x>'`);
+    expect(sandbox).toContain(`trace_id='${traceId}' open_id='demo-open-id-0001' product_key='a1DemoProductKey'`);
+    expect(sandbox).toContain("curl -sS 'http://demo.test/sim/router/rest'");
+    expect(sandbox).toContain("TZ=CST-8 date");
+    page.el("trace-id").value = "another-trace";
+    page.fire("setup", "input");
+    expect(page.el("sandbox-curl").textContent).toContain("trace_id='another-trace'");
+    page.el("trace-id").value = traceId;
+    page.fire("setup", "input");
 
     await page.click("register");
     await flush();
@@ -210,6 +232,11 @@ describe("the demo page script (in a minimal fake DOM)", () => {
   });
 });
 
+/** What a browser makes of the `&#NN;` references renderDemoPage writes. */
+function decodeEntities(text: string): string {
+  return text.replace(/&#(\d+);/g, (_m, code: string) => String.fromCharCode(Number(code)));
+}
+
 /** Lets pending promise callbacks (the page's and the client's) run. */
 async function flush(): Promise<void> {
   for (let i = 0; i < 20; i += 1) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -315,12 +342,12 @@ interface PageOptions {
  * `import("/v1/client.js")` gets the real client module, bound to the same fakes.
  */
 function loadPage(opts: PageOptions = {}) {
-  const html = renderDemoPage(built);
+  const html = renderDemoPage(built, { sandbox: SANDBOX });
   const elements = new Map<string, FakeElement>();
   for (const m of html.matchAll(/<(\w+)[^>]*\sid="([^"]+)"([^>]*)>/g)) {
     const el = new FakeElement();
     const value = /\svalue="([^"]*)"/.exec(m[0]);
-    if (value?.[1] !== undefined) el.value = value[1];
+    if (value?.[1] !== undefined) el.value = decodeEntities(value[1]);
     if (m[1] === "select") el.value = /<option value="([^"]+)"/.exec(html.slice(m.index))?.[1] ?? "";
     if (m[1] === "table") {
       const wrapper = new FakeElement();
@@ -423,6 +450,9 @@ function loadPage(opts: PageOptions = {}) {
     },
     async click(id: string): Promise<void> {
       for (const fn of elements.get(id)?.listeners.get("click") ?? []) await fn({});
+    },
+    fire(id: string, type: string): void {
+      for (const fn of elements.get(id)?.listeners.get(type) ?? []) fn({});
     },
   };
 }

@@ -471,6 +471,32 @@ function renderCode(): void {
     "// it rejects with a BindwatchError (err.code, err.status) on 400, 401, 403 or 404",
   );
   $("client-code").textContent = lines.join("\n");
+  renderSandboxCode();
+}
+
+/**
+ * A checkbind call to the sandbox gateway signed from TOP's public rules (SPEC §2), in
+ * bash: hmac-sha256 over the parameters sorted by name, the timestamp in GMT+8. `CST-8`
+ * is the POSIX spelling of GMT+8, which needs no time zone database on the host.
+ */
+function renderSandboxCode(): void {
+  const gateway = `${location.origin}/sim/router/rest`;
+  input("sandbox-url").value = gateway;
+  const bind = buildBind();
+  $("sandbox-curl").textContent = [
+    `app_key=${shellQuote(input("sandbox-app-key").value)} app_secret=${shellQuote(input("sandbox-app-secret").value)}`,
+    `trace_id=${shellQuote(bind.trace_id ?? "")} open_id=${shellQuote(bind.open_id ?? "")} product_key=${shellQuote(bind.product_key ?? "")}`,
+    "method=alibaba.ailabs.iot.device.inside.checkbind.invoke",
+    "timestamp=$(TZ=CST-8 date '+%Y-%m-%d %H:%M:%S')",
+    "# every parameter but sign, sorted by name, as name1value1name2value2…",
+    'text=$(printf \'%s%s\' app_key "$app_key" format json method "$method" open_id "$open_id" \\',
+    '  product_key "$product_key" sign_method hmac-sha256 timestamp "$timestamp" trace_id "$trace_id" user_type ilop v 2.0)',
+    "sign=$(printf '%s' \"$text\" | openssl dgst -sha256 -hmac \"$app_secret\" | sed 's/^.*= //' | tr a-f A-F)",
+    `curl -sS ${shellQuote(gateway)} --data-urlencode "method=$method" --data-urlencode "app_key=$app_key" \\`,
+    '  --data-urlencode "timestamp=$timestamp" -d v=2.0 -d format=json -d sign_method=hmac-sha256 -d "sign=$sign" \\',
+    '  --data-urlencode "trace_id=$trace_id" --data-urlencode "open_id=$open_id" \\',
+    '  --data-urlencode "product_key=$product_key" -d user_type=ilop',
+  ].join("\n");
 }
 
 async function copy(id: string, what: string): Promise<void> {
@@ -492,6 +518,7 @@ $("cancel").addEventListener("click", cancel);
 $("watch-again").addEventListener("click", watchAgain);
 $("copy-curl").addEventListener("click", () => copy("curl", "curl commands"));
 $("copy-code").addEventListener("click", () => copy("client-code", "client code"));
+$("copy-sandbox").addEventListener("click", () => copy("sandbox-curl", "sandbox command"));
 $("setup").addEventListener("input", renderCode);
 $("setup").addEventListener("change", renderCode);
 window.addEventListener("beforeunload", closeStreams);
