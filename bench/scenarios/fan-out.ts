@@ -248,7 +248,12 @@ function boundStateJson(traceId: string): string {
     created_at: now,
     updated_at: now,
     expires_at: new Date(Date.now() + 180_000).toISOString(),
-    upstream: { ret_code: 0, message: "", request_id: "0123456789abcdef0123456789ab" },
+    upstream: {
+      ret_code: 0,
+      message: "",
+      request_id: "0123456789abcdef0123456789ab",
+      eagleeye_id: "0b5a1c3f17646042271211000d4e2a",
+    },
     error: null,
   });
 }

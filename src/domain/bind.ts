@@ -27,6 +27,11 @@ export interface UpstreamInfo {
   readonly ret_code: number | null;
   readonly message: string;
   readonly request_id: string;
+  /**
+   * The answer's `trace_id`: the gateway's own EagleEye (鹰眼) tracing id, e.g.
+   * `213cbe9116665898268912730d06de`, not the bind's trace_id. Alibaba support asks for it.
+   */
+  readonly eagleeye_id: string;
 }
 
 /** The state object of SPEC §3, as stored, published and sent to watchers. */

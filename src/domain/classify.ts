@@ -98,6 +98,8 @@ function classifySuccess(body: JsonObject, terminalRetCodes: ReadonlySet<number>
     ret_code: asInteger(body.ret_code),
     message: asString(body.message) ?? "",
     request_id: requestId,
+    // TOP names its EagleEye id `trace_id`, like the request's parameter it is not.
+    eagleeye_id: asString(body.trace_id) ?? "",
   };
   if (!result) {
     const terminal = upstream.ret_code !== null && terminalRetCodes.has(upstream.ret_code);

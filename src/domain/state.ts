@@ -25,7 +25,8 @@ function sameError(a: BindError | null, b: BindError | null): boolean {
 
 /**
  * The version grows with a change of status, error, or the upstream's ret_code or
- * message (SPEC §3); attempts, updated_at and request_id refresh without one.
+ * message (SPEC §3); attempts, updated_at, request_id and eagleeye_id refresh without one
+ * (both ids are new with every answer).
  */
 function isVersionedChange(prev: BindState, next: Omit<BindState, "version">): boolean {
   return (

@@ -23,6 +23,11 @@ export interface Config {
   readonly allowOpenAccess: boolean;
   /** New registrations per API key and minute, deployment-wide; `undefined` for no limit. */
   readonly registrationsPerMinute: number | undefined;
+  /**
+   * The simulator's credentials as a TOP sandbox for other clients (SPEC §6), from
+   * SIMULATOR_APP_KEY / SIMULATOR_APP_SECRET; each one unset is chosen at random by the runtime.
+   */
+  readonly sandbox: { readonly appKey: string | undefined; readonly appSecret: string | undefined };
   readonly redisUrl: string | undefined;
   readonly pollIntervalMs: number;
   readonly pollLingerMs: number;
@@ -102,6 +107,34 @@ function url(env: Env, name: string, fallback: string | undefined, protocols: re
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** TOP app keys are short numbers; any short token of URL-safe characters will do for the sandbox. */
+const SANDBOX_APP_KEY_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** Visible ASCII only, so the secret can be pasted into a shell, an SDK's config or a form as it is. */
+const SANDBOX_APP_SECRET_PATTERN = /^[\x21-\x7e]{8,128}$/;
+
+function sandboxCredentials(env: Env, simulator: boolean): Config["sandbox"] {
+  const appKey = read(env, "SIMULATOR_APP_KEY");
+  const appSecret = read(env, "SIMULATOR_APP_SECRET");
+  for (const [name, value] of [
+    ["SIMULATOR_APP_KEY", appKey],
+    ["SIMULATOR_APP_SECRET", appSecret],
+  ] as const) {
+    if (value !== undefined && !simulator) {
+      throw new ConfigError(
+        name,
+        "applies to simulator mode only (SIMULATOR=on, or no TOP credentials outside production)",
+      );
+    }
+  }
+  if (appKey !== undefined && !SANDBOX_APP_KEY_PATTERN.test(appKey)) {
+    throw new ConfigError("SIMULATOR_APP_KEY", "must be 1–64 letters, digits, '.', '_' or '-'");
+  }
+  if (appSecret !== undefined && !SANDBOX_APP_SECRET_PATTERN.test(appSecret)) {
+    throw new ConfigError("SIMULATOR_APP_SECRET", "must be 8–128 visible ASCII characters (no spaces)");
+  }
+  return { appKey, appSecret };
+}
 
 export interface ParseConfigOptions {
   /** Hold the configuration to the production rules of SPEC §5 whatever NODE_ENV says (the edge). */
@@ -209,6 +242,7 @@ export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
       timeoutMs: integer(env, "TOP_TIMEOUT_MS", 5000, 100, 120_000),
     },
     simulator,
+    sandbox: sandboxCredentials(env, simulator),
     mode: simulator ? "simulator" : "live",
     production,
     allowOpenAccess,

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,6 +10,7 @@ import { MAX_BODY_BYTES } from "../http/validation.js";
 import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator, type TopSimulator } from "../sim/gateway.js";
+import { createSandboxCredentials, SANDBOX_GATEWAY_PATH, type SandboxCredentials } from "../sim/sandbox.js";
 import { createTopClient } from "../top/client.js";
 import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
@@ -25,6 +25,8 @@ export interface RunningServer {
   readonly url: string;
   readonly port: number;
   readonly simulator: TopSimulator | null;
+  /** Simulator mode: the same simulator as a TOP sandbox for other clients, at `url` (SPEC §6). */
+  readonly sandbox: (SandboxCredentials & { readonly url: string }) | null;
   readonly service: ReturnType<typeof createBindService>;
   readonly streams: ReturnType<typeof createStreamRegistry>;
   /** Graceful stop (SPEC §4.6): stop accepting, hand polls over, end streams with a retry hint. */
@@ -32,14 +34,14 @@ export interface RunningServer {
 }
 
 /**
- * The built browser client (dist/src/client/index.js), served at /v1/client.js.
- * From dist/ it sits beside this file's folder; from the TypeScript sources (tests) under dist/.
+ * A file of the build's dist/assets/ (scripts/build-assets.ts), the same the Worker serves:
+ * `client.js` (/v1/client.js) or `demo.html` (/). From dist/ the folder is two levels up
+ * from this file's; from the TypeScript sources (tests) it is under dist/.
  */
-async function loadClientScript(): Promise<string | undefined> {
-  for (const candidate of ["../client/index.js", "../../dist/src/client/index.js"]) {
+export async function loadAsset(name: "client.js" | "demo.html"): Promise<string | undefined> {
+  for (const dir of ["../../assets/", "../../dist/assets/"]) {
     try {
-      const text = await readFile(new URL(candidate, import.meta.url), "utf8");
-      return text.replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+      return await readFile(new URL(dir + name, import.meta.url), "utf8");
     } catch {
       // try the next place
     }
@@ -76,17 +78,18 @@ export async function startNodeServer(
   opts: { coordinator?: Coordinator } = {},
 ): Promise<RunningServer> {
   let simulator: TopSimulator | null = null;
+  let sandbox: SandboxCredentials | null = null;
   let simServer: Server | null = null;
   let top = config.top;
   if (config.simulator) {
     // Simulator mode (SPEC §6): a gateway on loopback, reached over real HTTP with real signing.
-    const appKey = "sim-app-key";
-    const appSecret = randomBytes(16).toString("hex");
-    simulator = createTopSimulator({ appKey, appSecret });
+    // The same instance answers other TOP clients at /sim/router/rest with the same credentials.
+    sandbox = createSandboxCredentials(config.sandbox);
+    simulator = createTopSimulator(sandbox);
     // serve() returns an http.Server unless told to use http2, which bindwatch never does.
     simServer = serve({ fetch: simulator.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
     const simPort = await listen(simServer);
-    top = { ...top, appKey, appSecret, gatewayUrl: `http://127.0.0.1:${simPort}/router/rest` };
+    top = { ...top, ...sandbox, gatewayUrl: `http://127.0.0.1:${simPort}/router/rest` };
     logger.warn({ gateway: top.gatewayUrl }, "simulator mode: checkbind goes to the in-process simulator");
   }
 
@@ -125,10 +128,14 @@ export async function startNodeServer(
   const metrics = createMetrics({ streams: () => streams.size, stats: () => statsOf() });
   const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
   statsOf = () => service.stats();
-  const sim = simulator;
-  const clientScript = await loadClientScript();
+  const sim = simulator && sandbox ? { simulator, sandbox } : null;
+  const [clientScript, demoPage] = await Promise.all([
+    loadAsset("client.js"),
+    sim ? loadAsset("demo.html") : undefined,
+  ]);
   if (clientScript === undefined)
     logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
+  if (sim && demoPage === undefined) logger.warn({}, "demo page not built (npm run build): / is not served");
   const app = createApp({
     service,
     streams,
@@ -155,9 +162,10 @@ export async function startNodeServer(
         c.body(await metrics.registry.metrics(), 200, { "content-type": metrics.registry.contentType }),
       );
       if (sim) {
-        a.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo" })));
+        const page = demoPage && renderDemoPage(demoPage, { title: "bindwatch demo", sandbox: sim.sandbox });
+        if (page) a.get("/", (c) => c.html(page));
         a.get("/favicon.ico", (c) => c.body(null, 204));
-        a.route("/sim", createSimulatorControl(sim));
+        a.route("/sim", createSimulatorControl(sim.simulator));
       }
     },
   });
@@ -185,12 +193,21 @@ export async function startNodeServer(
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   logger.info({ url, mode: config.mode, redis: Boolean(config.redisUrl) }, "bindwatch listening");
+  const sandboxUrl = `${url}${SANDBOX_GATEWAY_PATH}`;
+  if (sandbox) {
+    // SPEC §6 wants these shown; they are the simulator's, never TOP's (keys not in the redaction list).
+    logger.info(
+      { sandbox_url: sandboxUrl, sandbox_app_key: sandbox.appKey, sandbox_app_secret: sandbox.appSecret },
+      "TOP sandbox: point any TOP SDK at sandbox_url with these credentials (SIMULATOR_APP_KEY, SIMULATOR_APP_SECRET)",
+    );
+  }
 
   let stopping: Promise<void> | null = null;
   return {
     url,
     port,
     simulator,
+    sandbox: sandbox && { ...sandbox, url: sandboxUrl },
     service,
     streams,
     stop() {

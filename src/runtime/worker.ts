@@ -25,6 +25,7 @@ import { isValidTraceId } from "../http/validation.js";
 import { createSimulatorControl } from "../sim/control.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator } from "../sim/gateway.js";
+import { createSandboxCredentials, SANDBOX_GATEWAY_PATH, type SandboxCredentials } from "../sim/sandbox.js";
 import { type CheckbindClient, createTopClient } from "../top/client.js";
 import {
   type BindService,
@@ -73,7 +74,7 @@ export interface BudgetObjectStub extends CallBudget {}
 
 export interface TopSimulatorObjectStub {
   fetch(request: Request): Promise<Response>;
-  credentials(): Promise<{ appKey: string; appSecret: string }>;
+  credentials(): Promise<SandboxCredentials>;
 }
 
 /** The Worker's bindings (wrangler.toml) plus its vars and secrets (strings). */
@@ -82,7 +83,7 @@ export interface EdgeEnv {
   readonly BUDGET: DurableObjectNamespaceApi<BudgetObjectStub>;
   /** Not `SIMULATOR`: that name is the variable that turns simulator mode on. */
   readonly TOP_SIMULATOR: DurableObjectNamespaceApi<TopSimulatorObjectStub>;
-  /** The built browser client (wrangler.toml `[assets]`), served at /v1/client.js. */
+  /** The build's dist/assets/ (wrangler.toml `[assets]`): the browser client and the demo page. */
   readonly ASSETS?: { fetch(request: Request): Promise<Response> };
   readonly [variable: string]: unknown;
 }
@@ -289,20 +290,50 @@ function createFrontService(env: EdgeEnv): BindService {
   };
 }
 
-/** The browser client as Node serves it: the build's dist/src/client/index.js, without its source map line. */
-async function loadClientScript(env: EdgeEnv): Promise<string | undefined> {
-  const response = await env.ASSETS?.fetch(new Request("http://assets.internal/index.js"));
-  if (!response?.ok) return undefined;
-  return (await response.text()).replace(/\n\/\/# sourceMappingURL=.*\s*$/, "\n");
+/** A file of the build's dist/assets/, as Node reads it from disk: `client.js` or `demo.html`. */
+async function loadAsset(env: EdgeEnv, name: "client.js" | "demo.html"): Promise<string | undefined> {
+  const response = await env.ASSETS?.fetch(new Request(`http://assets.internal/${name}`));
+  return response?.ok ? response.text() : undefined;
 }
 
-function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | undefined): Hono {
+interface WorkerAssets {
+  readonly clientScript: string | undefined;
+  /** Simulator mode only: the demo page, with the sandbox credentials it shows. */
+  readonly demo: { readonly page: string | undefined; readonly sandbox: SandboxCredentials } | undefined;
+}
+
+async function loadWorkerAssets(env: EdgeEnv, config: Config): Promise<WorkerAssets> {
+  const [clientScript, demo] = await Promise.all([
+    loadAsset(env, "client.js"),
+    config.simulator
+      ? Promise.all([loadAsset(env, "demo.html"), simulatorStub(env).credentials()]).then(([page, sandbox]) => ({
+          page,
+          sandbox,
+        }))
+      : undefined,
+  ]);
+  return { clientScript, demo };
+}
+
+function createWorkerApp(env: EdgeEnv, config: Config, { clientScript, demo }: WorkerAssets): Hono {
   const logger = createConsoleLogger(config.logLevel);
   if (config.apiKeys.length === 0) logger.warn({}, "API_KEYS is unset: anyone can register and cancel binds");
   if (!config.watchTokenSecret)
     logger.warn({}, "WATCH_TOKEN_SECRET is unset: anyone who knows a trace_id can watch it");
   if (clientScript === undefined)
     logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
+  if (demo && demo.page === undefined) logger.warn({}, "demo page not built (npm run build): / is not served");
+  if (demo) {
+    // SPEC §6 wants these shown; they are the simulator's, never TOP's (keys not in the redaction list).
+    logger.info(
+      {
+        sandbox_path: SANDBOX_GATEWAY_PATH,
+        sandbox_app_key: demo.sandbox.appKey,
+        sandbox_app_secret: demo.sandbox.appSecret,
+      },
+      "TOP sandbox: point any TOP SDK at sandbox_path on this Worker with these credentials (SIMULATOR_APP_KEY, SIMULATOR_APP_SECRET)",
+    );
+  }
   return createApp({
     service: createFrontService(env),
     streams: createStreamRegistry(),
@@ -321,8 +352,9 @@ function createWorkerApp(env: EdgeEnv, config: Config, clientScript: string | un
       };
       app.all("/v1/binds/:traceId/events", forward);
       app.all("/v1/binds/:traceId", forward);
-      if (config.simulator) {
-        app.get("/", (c) => c.html(renderDemoPage({ title: "bindwatch demo (edge)" })));
+      if (demo) {
+        const page = demo.page && renderDemoPage(demo.page, { title: "bindwatch demo (edge)", sandbox: demo.sandbox });
+        if (page) app.get("/", (c) => c.html(page));
         app.get("/favicon.ico", (c) => c.body(null, 204));
         app.all("/sim/*", async (c) => mutable(await simulatorStub(env).fetch(c.req.raw)));
       }
@@ -343,7 +375,7 @@ export default {
         if (err instanceof ConfigError) return misconfiguredResponse(request, env, err);
         throw err;
       }
-      app = createWorkerApp(env, config, await loadClientScript(env));
+      app = createWorkerApp(env, config, await loadWorkerAssets(env, config));
       workerApps.set(env, app);
     }
     return app.fetch(request, env, ctx as never);
@@ -519,42 +551,45 @@ export class BudgetObject extends DurableObject<EdgeEnv, DurableObjectStateApi> 
 
 // ---- simulator mode ---------------------------------------------------------------------
 
-const SIMULATOR_SECRET_KEY = "simulator:app-secret";
+const SIMULATOR_CREDENTIALS_KEY = "simulator:credentials";
 
 /**
  * Simulator mode's TOP gateway (SPEC §6), one object for the deployment: the gateway
- * at /router/rest for the TOP client, the control API at /sim/* for the demo page.
- * Scripts and call logs live in memory, like the Node simulator's; the app secret
- * is stored so that every trace's client signs with the same one.
+ * at /router/rest for the TOP client, the control API and the same gateway as a TOP
+ * sandbox for other clients at /sim/* (forwarded by the Worker). Scripts and call logs
+ * live in memory, like the Node simulator's; credentials that SIMULATOR_APP_KEY /
+ * SIMULATOR_APP_SECRET leave unset are chosen once and stored, so that every trace's
+ * client and every isolate's demo page use the same ones.
  */
 export class TopSimulatorObject
   extends DurableObject<EdgeEnv, DurableObjectStateApi>
   implements TopSimulatorObjectStub
 {
-  #ready: Promise<{ app: Hono; appKey: string; appSecret: string }> | null = null;
+  #ready: Promise<{ app: Hono; credentials: SandboxCredentials }> | null = null;
 
   private ready() {
     this.#ready ??= this.ctx.blockConcurrencyWhile(async () => {
-      let appSecret = await this.ctx.storage.get<string>(SIMULATOR_SECRET_KEY);
-      if (appSecret === undefined) {
-        appSecret = [...crypto.getRandomValues(new Uint8Array(16))]
-          .map((b) => b.toString(16).padStart(2, "0"))
-          .join("");
-        await this.ctx.storage.put(SIMULATOR_SECRET_KEY, appSecret);
+      const configured = configOf(this.env).sandbox;
+      let stored = await this.ctx.storage.get<SandboxCredentials>(SIMULATOR_CREDENTIALS_KEY);
+      if (stored === undefined) {
+        stored = createSandboxCredentials({ appKey: undefined, appSecret: undefined });
+        await this.ctx.storage.put(SIMULATOR_CREDENTIALS_KEY, stored);
       }
-      const appKey = "sim-app-key";
-      const sim = createTopSimulator({ appKey, appSecret });
+      const credentials = {
+        appKey: configured.appKey ?? stored.appKey,
+        appSecret: configured.appSecret ?? stored.appSecret,
+      };
+      const sim = createTopSimulator(credentials);
       const app = new Hono();
       app.route("/sim", createSimulatorControl(sim));
       app.all("*", (c) => sim.fetch(c.req.raw));
-      return { app, appKey, appSecret };
+      return { app, credentials };
     });
     return this.#ready;
   }
 
-  async credentials(): Promise<{ appKey: string; appSecret: string }> {
-    const { appKey, appSecret } = await this.ready();
-    return { appKey, appSecret };
+  async credentials(): Promise<SandboxCredentials> {
+    return (await this.ready()).credentials;
   }
 
   async fetch(request: Request): Promise<Response> {

@@ -199,6 +199,7 @@ export function renderTraceReport(report: SimTraceReport): Record<string, unknow
       step: describeStep(call.step),
       outcome: call.outcome,
       request_id: call.requestId,
+      eagleeye_id: call.eagleeyeId,
     })),
   };
 }
@@ -208,8 +209,9 @@ function errorBody(code: string, message: string, field?: string): { error: Reco
 }
 
 /**
- * The simulator's control API, for the demo page and for people with curl; mount it
- * under `/sim`:
+ * The simulator's control API, for the demo page and for people with curl, and the
+ * gateway itself as a TOP sandbox for other clients; mount it under `/sim`:
+ *   POST   /router/rest              the simulated TOP gateway (src/sim/sandbox.ts)
  *   PUT    /traces/:traceId/script   body: a script in its JSON form (see above)
  *   DELETE /traces/:traceId/script   back to the default script
  *   GET    /traces/:traceId          calls so far, script, concurrency
@@ -222,6 +224,9 @@ export function createSimulatorControl(sim: TopSimulator): Hono {
     Response.json(errorBody(code, message, field), { status });
   const badTraceId = (): Response =>
     fail(400, "invalid_request", "trace_id must match ^[A-Za-z0-9._-]{1,128}$", "trace_id");
+
+  // The gateway answers as TOP does (HTTP 200 envelopes, code 9 for other methods), not in the control API's style.
+  app.all("/router/rest", (c) => sim.gateway(c.req.raw));
 
   app.put(
     "/traces/:traceId/script",

@@ -107,6 +107,8 @@ export interface SimCallRecord {
   /** The step's kind once answered, `aborted` when the client went away first; `null` in flight. */
   readonly outcome: CallOutcome | null;
   readonly requestId: string;
+  /** The gateway's tracing id of this call; success answers carry it as `trace_id` (see {@link createEagleEyeIds}). */
+  readonly eagleeyeId: string;
   /** Every parameter received, system and business. */
   readonly params: Readonly<Record<string, string>>;
 }
@@ -169,6 +171,8 @@ export interface TopSimulatorOptions {
 export interface TopSimulator {
   /** The gateway: `POST /router/rest` (and `POST /`). */
   readonly fetch: (req: Request) => Promise<Response>;
+  /** The gateway's answer to a request whatever its path, for mounting it elsewhere (the sandbox, /sim/router/rest). */
+  readonly gateway: (req: Request) => Promise<Response>;
   /** Scripts a trace; its step cursor restarts at the first step. */
   setScript(traceId: string, script: TraceScriptInput): void;
   /** Returns a trace to the default script. */
@@ -272,6 +276,7 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
   const defaultScript = normalizeScript(opts.defaultScript ?? DEFAULT_TRACE_SCRIPT);
   const enforceBans = opts.enforceBans ?? true;
   const maxTraces = opts.maxTraces ?? DEFAULT_MAX_TRACES;
+  const newEagleEyeId = createEagleEyeIds(now);
 
   let traces = new Map<string, TraceRecord>();
   let counters = newCounters();
@@ -336,6 +341,7 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
       step,
       outcome: null,
       requestId: newRequestId(),
+      eagleeyeId: newEagleEyeId(),
       params,
     };
     rec.callCount++;
@@ -371,25 +377,32 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
     }
     if (step.kind === "ban") counters.bannedUntil = now() + step.seconds * 1000;
     finish(step.kind);
-    return answerStep(step, traceId, call.requestId);
+    return answerStep(step, call);
   }
 
-  const app = new Hono();
-  const limit = bodyLimit({
-    maxSize: MAX_BODY_BYTES,
-    onError: () => errorEnvelope(43, "Parameter Error", undefined, "request body too large"),
-  });
-  app.post("/router/rest", limit, handleGateway);
-  app.post("/", limit, handleGateway);
-  app.all("/router/rest", () => {
+  const gateway = new Hono();
+  gateway.post(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => errorEnvelope(43, "Parameter Error", undefined, "request body too large"),
+    }),
+    handleGateway,
+  );
+  gateway.all("*", () => {
     counters.requests++;
     return reject({ reason: "http_method", code: 9, msg: "Http Action Not Allowed" });
   });
+  gateway.onError(() => errorEnvelope(10, "Service Currently Unavailable", "isp.unknown-error"));
+
+  const app = new Hono();
+  app.all("/router/rest", (c) => gateway.fetch(c.req.raw));
+  app.post("/", (c) => gateway.fetch(c.req.raw));
   app.notFound(() => new Response("Not Found", { status: 404 }));
-  app.onError(() => errorEnvelope(10, "Service Currently Unavailable", "isp.unknown-error"));
 
   return {
     fetch: async (req) => app.fetch(req),
+    gateway: async (req) => gateway.fetch(req),
     setScript(traceId, script) {
       const rec = traceRecord(traceId);
       rec.script = normalizeScript(script);
@@ -448,6 +461,7 @@ interface MutableCall {
   step: ScriptStep;
   outcome: CallOutcome | null;
   requestId: string;
+  eagleeyeId: string;
   params: Readonly<Record<string, string>>;
 }
 
@@ -629,18 +643,15 @@ function banFailure(seconds: number): CheckFailure {
   };
 }
 
-function answerStep(step: ScriptStep, traceId: string, requestId: string): Response {
+function answerStep(step: ScriptStep, call: CallIds): Response {
+  const { requestId } = call;
   switch (step.kind) {
     case "pending":
-      return successEnvelope({ result: true, ret_value: false, ret_code: 0, message: "" }, traceId, requestId);
+      return successEnvelope({ result: true, ret_value: false, ret_code: 0, message: "" }, call);
     case "bound":
-      return successEnvelope({ result: true, ret_value: true, ret_code: 0, message: "" }, traceId, requestId);
+      return successEnvelope({ result: true, ret_value: true, ret_code: 0, message: "" }, call);
     case "not_ok":
-      return successEnvelope(
-        { result: false, ret_value: false, ret_code: step.retCode, message: step.message },
-        traceId,
-        requestId,
-      );
+      return successEnvelope({ result: false, ret_value: false, ret_code: step.retCode, message: step.message }, call);
     case "http_error":
       return new Response(`<html><body><h1>${step.status}</h1>simulated upstream error</body></html>`, {
         status: step.status,
@@ -675,8 +686,13 @@ interface CheckbindFields {
   readonly message: string;
 }
 
-function successEnvelope(fields: CheckbindFields, traceId: string, requestId: string): Response {
-  return jsonResponse({ [CHECKBIND_RESPONSE_KEY]: { ...fields, trace_id: traceId, request_id: requestId } });
+type CallIds = Pick<SimCallRecord, "requestId" | "eagleeyeId">;
+
+/** Like TOP's, the answer's `trace_id` is the gateway's EagleEye id, not the request's trace_id. */
+function successEnvelope(fields: CheckbindFields, call: CallIds): Response {
+  return jsonResponse({
+    [CHECKBIND_RESPONSE_KEY]: { ...fields, trace_id: call.eagleeyeId, request_id: call.requestId },
+  });
 }
 
 function errorEnvelope(
@@ -713,6 +729,28 @@ function newRequestId(): string {
   let id = "";
   for (const b of bytes) id += REQUEST_ID_ALPHABET[b % REQUEST_ID_ALPHABET.length];
   return id;
+}
+
+/**
+ * EagleEye (鹰眼) ids as TOP's gateway writes them into an answer's `trace_id`, 30
+ * characters like `213cbe9116665898268912730d06de`: the gateway host's IPv4 address in 8
+ * hex digits, the call's epoch milliseconds in 13 digits, a 4-digit sequence (1000–9999,
+ * wrapping) and `d` with 4 hex digits of the process. This simulator is a host with a
+ * random 11.x.x.x address (the range EagleEye ids of Alibaba's gateways often start
+ * with, `0b…`) and a random process number, both fixed for its life; the sequence makes
+ * every id distinct.
+ * @example createEagleEyeIds(Date.now)() // "0b5a1c3f17646042271211000d4e2a"
+ */
+export function createEagleEyeIds(now: () => number): () => string {
+  const [a = 0, b = 0, c = 0, p = 0, q = 0] = crypto.getRandomValues(new Uint8Array(5));
+  const host = [11, a, b, c].map((n) => n.toString(16).padStart(2, "0")).join("");
+  const pid = ((p << 8) | q).toString(16).padStart(4, "0");
+  let sequence = 1000;
+  return () => {
+    const id = `${host}${String(Math.trunc(now())).padStart(13, "0")}${sequence}d${pid}`;
+    sequence = sequence === 9999 ? 1000 : sequence + 1;
+    return id;
+  };
 }
 
 /** Resolves true after `ms`, or false as soon as `signal` aborts. */

@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { CHECKBIND_RESPONSE_KEY, classifyCheckbindResponse, parseBanMs } from "../../src/domain/classify.js";
 
 const NONE: ReadonlySet<number> = new Set();
+/** The trace_id of a TOP answer: its gateway's EagleEye id (SPEC §3). */
+const EAGLEEYE_ID = "213cbe9116665898268912730d06de";
 
 function success(fields: Record<string, unknown>): string {
   return JSON.stringify({ [CHECKBIND_RESPONSE_KEY]: { request_id: "req-1", ...fields } });
@@ -28,17 +30,33 @@ describe("parseBanMs", () => {
 
 describe("classifyCheckbindResponse: success", () => {
   it("result and ret_value true → bound", () => {
-    const body = success({ result: true, ret_value: true, ret_code: 0, message: "ok", trace_id: "t" });
+    const body = success({ result: true, ret_value: true, ret_code: 0, message: "ok", trace_id: EAGLEEYE_ID });
     expect(classifyCheckbindResponse(200, body, NONE)).toEqual({
       kind: "bound",
-      upstream: { ret_code: 0, message: "ok", request_id: "req-1" },
+      upstream: { ret_code: 0, message: "ok", request_id: "req-1", eagleeye_id: EAGLEEYE_ID },
+    });
+  });
+
+  it("keeps the answer's trace_id, the gateway's EagleEye id, as eagleeye_id in every success shape", () => {
+    for (const fields of [
+      { result: true, ret_value: false },
+      { result: false, ret_code: 1001 },
+    ]) {
+      const body = success({ ...fields, trace_id: EAGLEEYE_ID });
+      expect(classifyCheckbindResponse(200, body, new Set([1001]))).toMatchObject({
+        upstream: { eagleeye_id: EAGLEEYE_ID },
+      });
+    }
+    // Absent or not a string: empty, as request_id.
+    expect(classifyCheckbindResponse(200, success({ result: true, trace_id: 42 }), NONE)).toMatchObject({
+      upstream: { eagleeye_id: "" },
     });
   });
 
   it("result true, ret_value false → waiting", () => {
     expect(classifyCheckbindResponse(200, success({ result: true, ret_value: false, ret_code: 0 }), NONE)).toEqual({
       kind: "waiting",
-      upstream: { ret_code: 0, message: "", request_id: "req-1" },
+      upstream: { ret_code: 0, message: "", request_id: "req-1", eagleeye_id: "" },
     });
   });
 
@@ -53,7 +71,7 @@ describe("classifyCheckbindResponse: success", () => {
     const body = success({ result: false, ret_value: false, ret_code: 1001, message: "设备未上线" });
     expect(classifyCheckbindResponse(200, body, new Set([2001]))).toEqual({
       kind: "waiting",
-      upstream: { ret_code: 1001, message: "设备未上线", request_id: "req-1" },
+      upstream: { ret_code: 1001, message: "设备未上线", request_id: "req-1", eagleeye_id: "" },
     });
   });
 
@@ -61,7 +79,7 @@ describe("classifyCheckbindResponse: success", () => {
     const body = success({ result: false, ret_code: 2001, message: "bind refused" });
     expect(classifyCheckbindResponse(200, body, new Set([2001]))).toEqual({
       kind: "failed",
-      upstream: { ret_code: 2001, message: "bind refused", request_id: "req-1" },
+      upstream: { ret_code: 2001, message: "bind refused", request_id: "req-1", eagleeye_id: "" },
     });
   });
 
@@ -104,11 +122,11 @@ describe("classifyCheckbindResponse: success", () => {
     expect(classifyCheckbindResponse(200, success({ result: 1, ret_value: true }), NONE).kind).toBe("transient");
   });
 
-  it("request_id and message default to empty strings", () => {
+  it("request_id, eagleeye_id and message default to empty strings", () => {
     const body = JSON.stringify({ [CHECKBIND_RESPONSE_KEY]: { result: true, ret_value: false, message: 42 } });
     expect(classifyCheckbindResponse(200, body, NONE)).toEqual({
       kind: "waiting",
-      upstream: { ret_code: null, message: "", request_id: "" },
+      upstream: { ret_code: null, message: "", request_id: "", eagleeye_id: "" },
     });
   });
 

@@ -1,10 +1,11 @@
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { type ChildProcessWithoutNullStreams, execFile, spawn } from "node:child_process";
 import type { Server } from "node:http";
 import { type AddressInfo, createServer } from "node:net";
+import { promisify } from "node:util";
 import { serve } from "@hono/node-server";
 import type { ConsoleMessage, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createTopSimulator, scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { CHECKBIND_RESPONSE_KEY, createTopSimulator, scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { type ChromiumSession, launchChromium } from "../support/browser.js";
 import { ENTRY, ensureBuilt, ROOT } from "../support/build.js";
 import type { PageServer } from "../support/page-server.js";
@@ -19,6 +20,9 @@ import { startWatchPageServer } from "./watch-page.js";
  *
  * Waits are DOM conditions with deadlines (page.waitForFunction), never fixed sleeps.
  */
+
+// Not execFileSync: the server that answers the command runs in this process.
+const execFileAsync = promisify(execFile);
 
 let browser: ChromiumSession;
 let pageServer: PageServer;
@@ -161,6 +165,26 @@ describe("the demo page (simulator mode)", () => {
 
     expect(problems.errors).toEqual([]);
     expect(problems.consoleErrors).toEqual([]);
+  });
+
+  it("shows the TOP sandbox with a command that, run in bash on a UTC host, gets checkbind's envelope", async () => {
+    const { page, problems } = await newPage();
+    await page.goto(`${server.url}/`);
+    await page.waitForFunction(() => document.getElementById("sandbox-curl")?.textContent !== "");
+    const traceId = await page.inputValue("#trace-id");
+    expect(await page.inputValue("#sandbox-url")).toBe(`${server.url}/sim/router/rest`);
+    expect(await page.inputValue("#sandbox-app-key")).toBe(server.sandbox.appKey);
+    expect(await page.inputValue("#sandbox-app-secret")).toBe(server.sandbox.appSecret);
+
+    // As a person would: copy the command, paste it into a shell (bash, curl, openssl).
+    const command = await text(page, "#sandbox-curl");
+    const { stdout } = await execFileAsync("bash", ["-c", command], { env: { ...process.env, TZ: "UTC" } });
+    const answer = (JSON.parse(stdout) as Record<string, Record<string, unknown>>)[CHECKBIND_RESPONSE_KEY];
+    expect(answer, stdout).toMatchObject({ result: true, ret_value: false, ret_code: 0 });
+    expect(answer?.trace_id).not.toBe(traceId);
+    // The call reached the one simulator, the one bindwatch polls.
+    expect(server.simulator.getTrace(traceId).calls.map((call) => call.eagleeyeId)).toEqual([answer?.trace_id]);
+    expect(problems.errors).toEqual([]);
   });
 });
 

@@ -4,23 +4,14 @@
 import { describe, expect, it } from "vitest";
 import { createTopClient } from "../../src/top/client.js";
 import { SIGN_METHODS, signTopParams } from "../../src/top/sign.js";
+import { TOP_MD5_TEST_VECTOR } from "../support/top-signing.js";
 import { GATEWAY_APP_KEY, GATEWAY_APP_SECRET } from "./constants.js";
 import { gateway, newTraceId, registration } from "./support.js";
 
 describe("TOP signing in workerd", () => {
   it("matches the public md5 test vector", () => {
-    const params = {
-      app_key: "12345678",
-      fields: "num_iid,title,nick,price,num",
-      format: "json",
-      method: "taobao.item.seller.get",
-      num_iid: "11223344",
-      session: "test",
-      sign_method: "md5",
-      timestamp: "2016-01-01 12:00:00",
-      v: "2.0",
-    };
-    expect(signTopParams(params, "helloworld", "md5")).toBe("66987CB115214E59E6EC978214934FB8");
+    const { params, secret, sign } = TOP_MD5_TEST_VECTOR;
+    expect(signTopParams(params, secret, "md5")).toBe(sign);
   });
 
   it.each(SIGN_METHODS)("%s: the gateway double accepts the signed checkbind call", async (signMethod) => {

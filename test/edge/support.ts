@@ -67,7 +67,13 @@ export interface GatewayTraceReport {
   readonly max_in_flight: number;
   readonly in_flight: number;
   readonly min_start_gap_ms: number | null;
-  readonly calls: readonly { started_at: string; ended_at: string | null; step: string; outcome: string | null }[];
+  readonly calls: readonly {
+    started_at: string;
+    ended_at: string | null;
+    step: string;
+    outcome: string | null;
+    eagleeye_id: string;
+  }[];
 }
 
 /** Polls `condition` until it holds; real time only ever waits for a condition here. */

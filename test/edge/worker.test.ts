@@ -8,6 +8,7 @@ import type { BindState } from "../../src/domain/bind.js";
 import worker, { type BindObject, type DurableObjectStateApi, type EdgeEnv } from "../../src/runtime/worker.js";
 import { createTopClient } from "../../src/top/client.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
+import { CHECKBIND_SUCCESS_KEY, type CheckbindCall, checkbindRequest } from "../support/top-signing.js";
 import { EDGE_TEST_VARS } from "./constants.js";
 import { BASE, env, gateway, newTraceId, postBind, registration, waitFor, workerFetch } from "./support.js";
 
@@ -146,6 +147,24 @@ describe("edge: watching", () => {
       status: "failed",
       error: { code: "upstream_rejected" },
     });
+  });
+
+  it("keeps the answer's trace_id, the gateway's EagleEye id, as upstream.eagleeye_id without new versions", async () => {
+    const traceId = newTraceId("eagleeye");
+    await registered(traceId, { outcome: "bound", after: 2 });
+    const stream = await watch(traceId);
+    await stream.done;
+    const calls = (await gateway.trace(traceId)).calls;
+    expect(calls).toHaveLength(3);
+    const ids = calls.map((call) => call.eagleeye_id);
+    expect(new Set(ids).size).toBe(3);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}\d{13}\d{4}d[0-9a-f]{4}$/);
+    // v1 registered, v2 the first answer, v3 bound: the second answer's new id made no version.
+    const final = stream.states<BindState>().at(-1)!;
+    expect(final).toMatchObject({ status: "bound", version: 3, attempts: 3 });
+    expect(final.upstream?.eagleeye_id).toBe(ids[2]);
+    expect(final.upstream?.eagleeye_id).not.toBe(traceId);
+    expect((await stateOf(traceId)).upstream?.eagleeye_id).toBe(ids[2]);
   });
 
   it("expires a bind that never binds at its deadline", async () => {
@@ -407,13 +426,54 @@ describe("edge: configuration and simulator mode", () => {
     const simulatorEnv = { ...noCredentials, SIMULATOR: "on" };
     const page = await fetchWith(simulatorEnv, "/");
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain("<!doctype html>");
+    // The build's dist/assets/demo.html, read through ASSETS as Node reads it from disk.
+    const html = await page.text();
+    expect(html).toContain("<!doctype html>");
+    expect(html).toContain("<title>bindwatch demo (edge)</title>");
+    expect(html).toContain('const client = import("/v1/client.js");');
     const stats = await fetchWith(simulatorEnv, "/sim/stats");
     expect(stats.status).toBe(200);
     expect(await stats.json()).toMatchObject({ requests: expect.any(Number) });
     // With credentials there is no simulator: no demo page, no controls.
     expect((await workerFetch("/")).status).toBe(404);
     expect((await workerFetch("/sim/stats")).status).toBe(404);
+  });
+
+  it("answers other TOP clients at /sim/router/rest with the credentials the demo page shows", async () => {
+    const simulatorEnv: Record<string, unknown> = { ...env, SIMULATOR: "on" };
+    delete simulatorEnv.TOP_APP_KEY;
+    delete simulatorEnv.TOP_APP_SECRET;
+    const inSimulatorMode = (request: Request) => worker.fetch(request, simulatorEnv as EdgeEnv, {});
+    const html = await (await inSimulatorMode(new Request(`${BASE}/`))).text();
+    const shown = (id: string) => new RegExp(`id="${id}"[^>]*value="([^"]*)"`).exec(html)?.[1];
+    const credentials = { appKey: shown("sandbox-app-key") ?? "", appSecret: shown("sandbox-app-secret") ?? "" };
+    expect(credentials).toEqual(await env.TOP_SIMULATOR.get(env.TOP_SIMULATOR.idFromName("simulator")).credentials());
+
+    const traceId = newTraceId("sandbox");
+    const call = async (overrides: Partial<CheckbindCall> = {}) => {
+      const request = checkbindRequest(`${BASE}/sim/router/rest`, { ...credentials, traceId, ...overrides });
+      const res = await inSimulatorMode(request);
+      expect(res.status).toBe(200);
+      return (await res.json()) as Record<string, Record<string, unknown>>;
+    };
+    for (const signMethod of ["md5", "hmac-sha256"] as const) {
+      const answer = (await call({ signMethod }))[CHECKBIND_SUCCESS_KEY];
+      expect(answer).toMatchObject({ result: true, ret_value: false, ret_code: 0 });
+      expect(answer?.trace_id).toMatch(/^[0-9a-f]{8}\d{13}\d{4}d[0-9a-f]{4}$/);
+    }
+    expect((await call({ appSecret: "forged-secret" })).error_response).toMatchObject({ code: 25 });
+    expect((await call({ at: Date.now() - 11 * 60_000 })).error_response).toMatchObject({ code: 31 });
+    // The scripts of /sim apply: it is the simulator the trace objects poll.
+    await inSimulatorMode(
+      new Request(`${BASE}/sim/traces/${traceId}/script`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ outcome: "bound", after: 0 }),
+      }),
+    );
+    expect((await call())[CHECKBIND_SUCCESS_KEY]).toMatchObject({ result: true, ret_value: true });
+    // With TOP credentials there is no sandbox either.
+    expect((await workerFetch("/sim/router/rest", { method: "POST" })).status).toBe(404);
   });
 
   it("signs and parses simulator calls as in production, through the simulator object's stub", async () => {

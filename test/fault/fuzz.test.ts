@@ -1,13 +1,13 @@
 import { Agent, request as httpRequest } from "node:http";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CheckbindOutcome } from "../../src/domain/outcome.js";
 import { createWatchToken } from "../../src/http/access.js";
 import { type AccessConfig, createApp } from "../../src/http/app.js";
 import { createStreamRegistry } from "../../src/http/sse.js";
 import type { CheckbindClient } from "../../src/top/client.js";
 import { createBindService } from "../../src/watch/bind-service.js";
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
+import { BOUND, WAITING } from "../support/outcomes.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 import { openSse } from "../support/sse-reader.js";
 
@@ -401,14 +401,11 @@ function tally(counts: Record<string, number>, key: string): void {
 
 // ---- through app.request -------------------------------------------------------
 
-const bound: CheckbindOutcome = { kind: "bound", upstream: { ret_code: 0, message: "", request_id: "r" } };
-const waiting: CheckbindOutcome = { kind: "waiting", upstream: { ret_code: 0, message: "", request_id: "r" } };
-
 function makeApp(access?: AccessConfig) {
   const coordinator = createMemoryCoordinator({ retentionMs: 120_000, resultTtlMs: 60_000, upstreamQps: 10_000 });
   // Trace ids ending in "-bound" bind at their first poll; every other one waits for ever.
   const client: CheckbindClient = {
-    checkbind: async (reg) => (reg.trace_id.endsWith("-bound") ? bound : waiting),
+    checkbind: async (reg) => (reg.trace_id.endsWith("-bound") ? BOUND : WAITING),
   };
   const service = createBindService({
     coordinator,

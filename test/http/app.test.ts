@@ -6,9 +6,10 @@ import { createStreamRegistry } from "../../src/http/sse.js";
 import type { CheckbindClient } from "../../src/top/client.js";
 import { createBindService } from "../../src/watch/bind-service.js";
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
+import { BOUND, WAITING } from "../support/outcomes.js";
 
-const bound: CheckbindOutcome = { kind: "bound", upstream: { ret_code: 0, message: "", request_id: "r" } };
-const waiting: CheckbindOutcome = { kind: "waiting", upstream: { ret_code: 0, message: "", request_id: "r" } };
+const bound = BOUND;
+const waiting = WAITING;
 
 const stops: (() => Promise<void>)[] = [];
 afterEach(async () => {

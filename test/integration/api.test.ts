@@ -189,6 +189,9 @@ describe("the API on a real socket", () => {
       const final = JSON.parse(received.at(-1)?.data ?? "{}") as BindState;
       expect(final.error).toBeNull();
       expect(final.upstream?.ret_code).toBe(0);
+      // The gateway's EagleEye id of the answer that bound it, not the bind's trace_id.
+      expect(final.upstream?.eagleeye_id).toBe(server.simulator.getTrace(traceId).calls.at(-1)?.eagleeyeId);
+      expect(final.upstream?.eagleeye_id).not.toBe(traceId);
 
       expect(requests).toEqual([
         { lastEventId: null, status: 200 },

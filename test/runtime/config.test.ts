@@ -1,8 +1,8 @@
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { redactUrl } from "../../src/http/access.js";
 import { ConfigError, parseConfig } from "../../src/runtime/config.js";
 import { createLogger, maskOpenId } from "../../src/runtime/logger.js";
+import { createLogSink } from "../support/log-sink.js";
 
 describe("parseConfig", () => {
   it("gives the SPEC §5 defaults, simulator mode without credentials, and a frozen object", () => {
@@ -24,6 +24,29 @@ describe("parseConfig", () => {
     });
     expect(Object.isFrozen(config)).toBe(true);
     expect(config.terminalRetCodes.size).toBe(0);
+    // Unset: the runtime picks random sandbox credentials.
+    expect(config.sandbox).toEqual({ appKey: undefined, appSecret: undefined });
+  });
+
+  it("reads the sandbox credentials of simulator mode", () => {
+    const config = parseConfig({ SIMULATOR_APP_KEY: "12345678", SIMULATOR_APP_SECRET: " s3cret-s3cret " });
+    expect(config.sandbox).toEqual({ appKey: "12345678", appSecret: "s3cret-s3cret" });
+    expect(parseConfig({ SIMULATOR_APP_SECRET: "only-the-secret" }).sandbox).toEqual({
+      appKey: undefined,
+      appSecret: "only-the-secret",
+    });
+  });
+
+  it.each([
+    ["SIMULATOR_APP_KEY", { SIMULATOR_APP_KEY: "has space" }],
+    ["SIMULATOR_APP_KEY", { SIMULATOR_APP_KEY: "k".repeat(65) }],
+    ["SIMULATOR_APP_SECRET", { SIMULATOR_APP_SECRET: "short" }],
+    ["SIMULATOR_APP_SECRET", { SIMULATOR_APP_SECRET: "has a space" }],
+    ["SIMULATOR_APP_SECRET", { SIMULATOR_APP_SECRET: "密钥密钥密钥密钥" }],
+    ["SIMULATOR_APP_KEY", { SIMULATOR_APP_KEY: "12345678", TOP_APP_KEY: "k", TOP_APP_SECRET: "s" }],
+    ["SIMULATOR_APP_SECRET", { SIMULATOR_APP_SECRET: "s3cret-s3cret", TOP_APP_KEY: "k", TOP_APP_SECRET: "s" }],
+  ])("stops on a bad %s and names it (%j)", (name, env) => {
+    expect(() => parseConfig(env)).toThrow(new RegExp(`^${name}:`));
   });
 
   it("reads every variable", () => {
@@ -111,14 +134,8 @@ describe("simulator or live, and production (SPEC §5, §6)", () => {
 
 describe("logger", () => {
   it("censors secrets and masks open_id", async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(String(chunk));
-        done();
-      },
-    });
-    const logger = createLogger("info", { destination: sink });
+    const { lines, stream } = createLogSink();
+    const logger = createLogger("info", { destination: stream });
     logger.info(
       { trace_id: "t", open_id: "ou_1234567890", token: "tok-secret", headers: { authorization: "Bearer k" } },
       "x",

@@ -1,10 +1,47 @@
+import { readFile } from "node:fs/promises";
 import { runInNewContext } from "node:vm";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { BindwatchError, type ClientEnvironment, type WatchBindOptions, watchBind } from "../../src/client/index.js";
-import { renderDemoPage } from "../../src/sim/demo-page.js";
+import { assembleDemoPage, renderDemoPage } from "../../src/sim/demo-page.js";
+import { DEMO_PAGE_ASSET, ensureBuilt } from "../support/build.js";
+
+/** The page as the build assembled it (dist/assets/demo.html), before its placeholders are filled. */
+let built: string;
+/** What the server fills in for the sandbox; the secret has characters that need escaping in HTML and a shell. */
+const SANDBOX = { appKey: "40517723", appSecret: `s3cr"e't&<x>` };
+
+beforeAll(async () => {
+  ensureBuilt();
+  built = await readFile(DEMO_PAGE_ASSET, "utf8");
+}, 120_000);
+
+describe("assembleDemoPage", () => {
+  const html = '<head><link rel="stylesheet" href="page.css"></head><script type="module" src="page.js"></script>';
+
+  it("inlines the stylesheet and the module, without tsc's export and source map lines", () => {
+    const page = assembleDemoPage({
+      html,
+      css: "a { color: red; }\n",
+      script: 'const x = "$&";\nexport {};\n//# sourceMappingURL=page.js.map\n',
+    });
+    expect(page).toBe(
+      '<head><style>\na { color: red; }\n</style></head><script type="module">\nconst x = "$&";\n</script>',
+    );
+  });
+
+  it("refuses sources it cannot inline faithfully", () => {
+    expect(() => assembleDemoPage({ html: "<head></head>", css: "", script: "" })).toThrow(/page\.css/);
+    expect(() => assembleDemoPage({ html, css: "", script: 'import "./x.js";' })).toThrow(/static imports/);
+    expect(() => assembleDemoPage({ html, css: "", script: 'const s = "</script>";' })).toThrow(/<\/script/);
+    expect(() => assembleDemoPage({ html, css: "p::after { content: '</style>'; }", script: "" })).toThrow(/<\/style/);
+  });
+});
 
 describe("renderDemoPage", () => {
-  const html = renderDemoPage({});
+  let html: string;
+  beforeAll(() => {
+    html = renderDemoPage(built, { sandbox: SANDBOX });
+  });
 
   it("is one self-contained HTML document", () => {
     expect(html.startsWith("<!doctype html>")).toBe(true);
@@ -32,9 +69,15 @@ describe("renderDemoPage", () => {
   });
 
   it("escapes the title", () => {
-    const page = renderDemoPage({ title: '<script>alert("x")</script>' });
+    const page = renderDemoPage(built, { title: '<script>alert("x")</script>', sandbox: SANDBOX });
     expect(page).not.toContain('<script>alert("x")</script>');
     expect(page).toContain("&#60;script&#62;alert(&#34;x&#34;)&#60;/script&#62;");
+  });
+
+  it("shows the sandbox credentials, escaped", () => {
+    expect(html).toContain('id="sandbox-app-key" readonly spellcheck="false" value="40517723"');
+    expect(html).toContain('value="s3cr&#34;e&#39;t&#38;&#60;x&#62;"');
+    expect(html).not.toMatch(/\{\{\w+\}\}/);
   });
 
   it("has a script that parses", () => {
@@ -61,6 +104,20 @@ describe("the demo page script (in a minimal fake DOM)", () => {
       "});",
       "const final = await watching; // bound, failed, expired or cancelled",
     ]);
+
+    // The sandbox: a ready command for this trace that signs and sends a checkbind call.
+    // (The end-to-end suite runs it against a real server.)
+    expect(page.el("sandbox-url").value).toBe("http://demo.test/sim/router/rest");
+    const sandbox = page.el("sandbox-curl").textContent;
+    expect(sandbox).toContain(`app_key='40517723' app_secret='s3cr"e'\\''t&<x>'`);
+    expect(sandbox).toContain(`trace_id='${traceId}' open_id='demo-open-id-0001' product_key='a1DemoProductKey'`);
+    expect(sandbox).toContain("curl -sS 'http://demo.test/sim/router/rest'");
+    expect(sandbox).toContain("TZ=CST-8 date");
+    page.el("trace-id").value = "another-trace";
+    page.fire("setup", "input");
+    expect(page.el("sandbox-curl").textContent).toContain("trace_id='another-trace'");
+    page.el("trace-id").value = traceId;
+    page.fire("setup", "input");
 
     await page.click("register");
     await flush();
@@ -95,6 +152,7 @@ describe("the demo page script (in a minimal fake DOM)", () => {
     await flush();
     expect(page.el("status").textContent).toBe("bound");
     expect(page.el("status").className).toBe("badge bound");
+    expect(page.el("s-eagleeye").textContent).toBe("213cbe9116665898268912730d02de");
     expect(es.closed).toBe(true);
     const rows = page.rows();
     expect(rows.filter((r) => r[1] === "watchBind" && r[2] !== "·").map((r) => [r[2], r[3], r[4]])).toEqual([
@@ -174,6 +232,11 @@ describe("the demo page script (in a minimal fake DOM)", () => {
   });
 });
 
+/** What a browser makes of the `&#NN;` references renderDemoPage writes. */
+function decodeEntities(text: string): string {
+  return text.replace(/&#(\d+);/g, (_m, code: string) => String.fromCharCode(Number(code)));
+}
+
 /** Lets pending promise callbacks (the page's and the client's) run. */
 async function flush(): Promise<void> {
   for (let i = 0; i < 20; i += 1) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -189,7 +252,7 @@ function state(traceId: string, status: string, version: number): Record<string,
     created_at: "2026-11-29T10:00:00.000Z",
     updated_at: "2026-11-29T10:00:02.000Z",
     expires_at: "2026-11-29T10:03:00.000Z",
-    upstream: { ret_code: 0, message: "", request_id: "r" },
+    upstream: { ret_code: 0, message: "", request_id: "r", eagleeye_id: `213cbe9116665898268912730d0${version}de` },
     error: null,
   };
 }
@@ -279,12 +342,12 @@ interface PageOptions {
  * `import("/v1/client.js")` gets the real client module, bound to the same fakes.
  */
 function loadPage(opts: PageOptions = {}) {
-  const html = renderDemoPage({});
+  const html = renderDemoPage(built, { sandbox: SANDBOX });
   const elements = new Map<string, FakeElement>();
   for (const m of html.matchAll(/<(\w+)[^>]*\sid="([^"]+)"([^>]*)>/g)) {
     const el = new FakeElement();
     const value = /\svalue="([^"]*)"/.exec(m[0]);
-    if (value?.[1] !== undefined) el.value = value[1];
+    if (value?.[1] !== undefined) el.value = decodeEntities(value[1]);
     if (m[1] === "select") el.value = /<option value="([^"]+)"/.exec(html.slice(m.index))?.[1] ?? "";
     if (m[1] === "table") {
       const wrapper = new FakeElement();
@@ -387,6 +450,9 @@ function loadPage(opts: PageOptions = {}) {
     },
     async click(id: string): Promise<void> {
       for (const fn of elements.get(id)?.listeners.get("click") ?? []) await fn({});
+    },
+    fire(id: string, type: string): void {
+      for (const fn of elements.get(id)?.listeners.get(type) ?? []) fn({});
     },
   };
 }

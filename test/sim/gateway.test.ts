@@ -4,6 +4,7 @@ import { serve } from "@hono/node-server";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   CHECKBIND_RESPONSE_KEY,
+  createEagleEyeIds,
   createTopSimulator,
   scriptBoundAfter,
   scriptFailedAfter,
@@ -15,6 +16,8 @@ import { CHECKBIND_METHOD } from "../../src/top/client.js";
 import { type SignMethod, signTopParams } from "../../src/top/sign.js";
 import { formatTopTimestamp } from "../../src/top/timestamp.js";
 
+/** 8 hex digits of an IPv4 address, 13-digit epoch ms, a 4-digit sequence, `d` and 4 hex digits. */
+const EAGLEEYE_ID = /^[0-9a-f]{8}\d{13}\d{4}d[0-9a-f]{4}$/;
 const APP_KEY = "12345678";
 const APP_SECRET = "helloworld";
 const T0 = Date.UTC(2026, 10, 29, 10, 0, 0);
@@ -84,6 +87,27 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
+describe("createEagleEyeIds", () => {
+  it("makes ids of TOP's shape: host, the time in ms, a sequence that wraps, the process", () => {
+    const clock = { t: 1666589826891 };
+    const next = createEagleEyeIds(() => clock.t);
+    const first = next();
+    expect(first).toMatch(EAGLEEYE_ID);
+    expect(first).toHaveLength("213cbe9116665898268912730d06de".length);
+    expect(first.slice(0, 2)).toBe("0b");
+    expect(first.slice(8, 21)).toBe("1666589826891");
+    expect(first.slice(21, 25)).toBe("1000");
+    const ids = [first, ...Array.from({ length: 9000 }, () => next())];
+    // Within one millisecond every id is distinct until the sequence comes round again.
+    expect(new Set(ids.slice(0, 9000)).size).toBe(9000);
+    expect(ids[9000]).toBe(first);
+    clock.t += 1;
+    expect(next().slice(8, 25)).toBe("16665898268921001");
+    // The host and process parts are fixed for one simulator.
+    expect(new Set(ids.map((id) => id.slice(0, 8) + id.slice(25))).size).toBe(1);
+  });
+});
+
 describe("TOP gateway simulator", () => {
   it("names the success envelope after the method", () => {
     expect(CHECKBIND_RESPONSE_KEY).toBe("alibaba_ailabs_iot_device_inside_checkbind_invoke_response");
@@ -97,11 +121,11 @@ describe("TOP gateway simulator", () => {
       });
 
       const first = await success(await sim.fetch(checkbindRequest("t-1", { signMethod })));
-      expect(first).toMatchObject({ result: true, ret_value: false, ret_code: 0, message: "", trace_id: "t-1" });
+      expect(first).toMatchObject({ result: true, ret_value: false, ret_code: 0, message: "" });
       expect(first.request_id).toMatch(/^[0-9a-z]{13}$/);
       clock.t += 2000;
       const second = await success(await sim.fetch(checkbindRequest("t-1", { signMethod, at: clock.t })));
-      expect(second).toMatchObject({ result: false, ret_code: 1001, message: "device offline", trace_id: "t-1" });
+      expect(second).toMatchObject({ result: false, ret_code: 1001, message: "device offline" });
       clock.t += 2000;
       const third = await success(await sim.fetch(checkbindRequest("t-1", { signMethod, at: clock.t })));
       expect(third).toMatchObject({ result: true, ret_value: true, ret_code: 0 });
@@ -109,7 +133,14 @@ describe("TOP gateway simulator", () => {
       const fourth = await success(await sim.fetch(checkbindRequest("t-1", { signMethod, at: clock.t })));
       expect(fourth).toMatchObject({ result: true, ret_value: false });
 
+      // Like TOP's, an answer's trace_id is the gateway's EagleEye id, new with every answer.
+      const ids = [first, second, third, fourth].map((answer) => answer.trace_id);
+      for (const id of ids) expect(id).toMatch(EAGLEEYE_ID);
+      expect(new Set(ids).size).toBe(4);
+      expect(String(first.trace_id).slice(8, 21)).toBe(String(T0));
+
       const trace = sim.getTrace("t-1");
+      expect(trace.calls.map((c) => c.eagleeyeId)).toEqual(ids);
       expect(trace.callCount).toBe(4);
       expect(trace.calls.map((c) => c.outcome)).toEqual(["pending", "not_ok", "bound", "pending"]);
       expect(trace.calls[0]?.params.open_id).toBe("open-1");
@@ -135,7 +166,8 @@ describe("TOP gateway simulator", () => {
     const { sim } = makeSim();
     const req = checkbindRequest("root");
     const res = await sim.fetch(new Request("http://sim.test/", req));
-    expect(await success(res)).toMatchObject({ trace_id: "root" });
+    expect(await success(res)).toMatchObject({ trace_id: expect.stringMatching(EAGLEEYE_ID) });
+    expect(sim.getTrace("root").callCount).toBe(1);
   });
 
   it("restarts the step cursor when a trace is scripted again", async () => {
@@ -287,7 +319,8 @@ describe("TOP gateway simulator", () => {
         body: body.toString(),
       }),
     );
-    expect(await success(res)).toMatchObject({ trace_id: "q" });
+    expect(await success(res)).toMatchObject({ result: true });
+    expect(sim.getTrace("q").callCount).toBe(1);
   });
 
   describe("trouble steps", () => {

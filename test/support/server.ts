@@ -8,6 +8,8 @@ export interface TestServer {
   readonly url: string;
   readonly port: number;
   readonly simulator: TopSimulator;
+  /** The simulator as a TOP sandbox for other clients: its URL and credentials. */
+  readonly sandbox: NonNullable<RunningServer["sandbox"]>;
   readonly service: RunningServer["service"];
   readonly streams: RunningServer["streams"];
   readonly pollIntervalMs: number;
@@ -36,8 +38,8 @@ export async function startTestServer(env: Readonly<Record<string, string>> = {}
   }
   const config = parseConfig(merged);
   const running = await startNodeServer(config, createLogger(config.logLevel));
-  const { simulator } = running;
-  if (!simulator) {
+  const { simulator, sandbox } = running;
+  if (!simulator || !sandbox) {
     await running.stop();
     throw new Error("expected simulator mode");
   }
@@ -45,6 +47,7 @@ export async function startTestServer(env: Readonly<Record<string, string>> = {}
     url: running.url,
     port: running.port,
     simulator,
+    sandbox,
     service: running.service,
     streams: running.streams,
     pollIntervalMs: config.pollIntervalMs,

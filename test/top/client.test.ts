@@ -55,7 +55,11 @@ function client(overrides: Partial<TopClientOptions> = {}) {
   });
 }
 
-const BOUND = { [CHECKBIND_RESPONSE_KEY]: { result: true, ret_value: true, ret_code: 0, request_id: "r1" } };
+/** TOP's answer names its EagleEye id `trace_id`; it is not the request's trace_id. */
+const EAGLEEYE_ID = "213cbe9116665898268912730d06de";
+const BOUND = {
+  [CHECKBIND_RESPONSE_KEY]: { result: true, ret_value: true, ret_code: 0, trace_id: EAGLEEYE_ID, request_id: "r1" },
+};
 
 describe("createTopClient", () => {
   it("exports the checkbind method and the default gateway", () => {
@@ -66,7 +70,11 @@ describe("createTopClient", () => {
   it("POSTs a signed form with every system and business parameter", async () => {
     const calls: Captured[] = [];
     const outcome = await client({ fetch: fetchReturning(() => jsonResponse(BOUND), calls) }).checkbind(REG);
-    expect(outcome).toEqual({ kind: "bound", upstream: { ret_code: 0, message: "", request_id: "r1" } });
+    expect(outcome).toEqual({
+      kind: "bound",
+      upstream: { ret_code: 0, message: "", request_id: "r1", eagleeye_id: EAGLEEYE_ID },
+    });
+    expect(REG.trace_id).not.toBe(EAGLEEYE_ID);
 
     expect(calls).toHaveLength(1);
     const [call] = calls;
@@ -142,7 +150,10 @@ describe("createTopClient", () => {
   it("classifies the answer with the configured terminal ret_codes", async () => {
     const body = { [CHECKBIND_RESPONSE_KEY]: { result: false, ret_code: 2001, message: "no", request_id: "r2" } };
     const outcome = await client({ fetch: fetchReturning(() => jsonResponse(body)) }).checkbind(REG);
-    expect(outcome).toEqual({ kind: "failed", upstream: { ret_code: 2001, message: "no", request_id: "r2" } });
+    expect(outcome).toEqual({
+      kind: "failed",
+      upstream: { ret_code: 2001, message: "no", request_id: "r2", eagleeye_id: "" },
+    });
   });
 
   it("a timeout → transient", async () => {

@@ -2,10 +2,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { CheckbindOutcome } from "../../src/domain/outcome.js";
 import type { RetryableOutcome } from "../../src/top/retry.js";
 import { RetryableOutcomeError, retryCheckbind } from "../../src/top/retry.js";
+import { WAITING } from "../support/outcomes.js";
 
 const TRANSIENT: CheckbindOutcome = { kind: "transient", message: "HTTP 502", requestId: "" };
 const LIMITED: CheckbindOutcome = { kind: "rate_limited", banMs: 3000, message: "TOP error 7", requestId: "r" };
-const WAITING: CheckbindOutcome = { kind: "waiting", upstream: { ret_code: 0, message: "", request_id: "r" } };
 const REJECTED: CheckbindOutcome = { kind: "rejected", message: "TOP error 41", requestId: "r" };
 
 /** An attempt that answers from a script (the last entry repeats) and records when it was called. */

@@ -5,6 +5,7 @@ import type { CheckbindClient } from "../../src/top/client.js";
 import { createBindService, type WatchConfig } from "../../src/watch/bind-service.js";
 import type { Coordinator } from "../../src/watch/coordinator.js";
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
+import { upstreamInfo, WAITING } from "../support/outcomes.js";
 
 const config: WatchConfig = {
   pollIntervalMs: 2000,
@@ -13,8 +14,8 @@ const config: WatchConfig = {
   resultTtlMs: 600_000,
 };
 
-const waiting: CheckbindOutcome = { kind: "waiting", upstream: { ret_code: 0, message: "", request_id: "r" } };
-const bound: CheckbindOutcome = { kind: "bound", upstream: { ret_code: 0, message: "ok", request_id: "r" } };
+const waiting = WAITING;
+const bound: CheckbindOutcome = { kind: "bound", upstream: upstreamInfo({ message: "ok" }) };
 
 function reg(traceId = "trace-1"): BindRegistration {
   return { trace_id: traceId, open_id: "open-123456", product_key: "pk", user_type: "ilop" };
@@ -132,10 +133,10 @@ describe("bind service (in memory, fake timers)", () => {
   it("versions grow only with status, error, ret_code or message", async () => {
     const answers: CheckbindOutcome[] = [
       waiting,
-      { ...waiting, upstream: { ret_code: 0, message: "", request_id: "other" } },
+      { kind: "waiting", upstream: upstreamInfo({ request_id: "other", eagleeye_id: "other" }) },
       { kind: "transient", message: "HTTP 502", requestId: "" },
       waiting,
-      { kind: "waiting", upstream: { ret_code: 7, message: "not yet", request_id: "x" } },
+      { kind: "waiting", upstream: upstreamInfo({ ret_code: 7, message: "not yet" }) },
       bound,
     ];
     const { service } = setup((_t, n) => answers[n - 1] ?? bound);
@@ -143,7 +144,7 @@ describe("bind service (in memory, fake timers)", () => {
     const versions: [number, string, number][] = [];
     await service.attach("trace-1", 0, (s) => versions.push([s.version, s.status, s.attempts]));
     await vi.advanceTimersByTimeAsync(40_000);
-    // v1 registered; v2 first answer (ret_code 0); the same answer with a new request_id: no version;
+    // v1 registered; v2 first answer (ret_code 0); the same answer with new request and EagleEye ids: no version;
     // v3 error; v4 error cleared; v5 ret_code 7; v6 bound
     expect(versions.map(([v, s]) => [v, s])).toEqual([
       [1, "pending"],

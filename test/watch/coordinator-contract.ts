@@ -49,7 +49,7 @@ function bump(state: BindState): BindState {
     ...state,
     version: state.version + 1,
     attempts: state.attempts + 1,
-    upstream: { ret_code: 0, message: `v${state.version + 1}`, request_id: randomUUID() },
+    upstream: { ret_code: 0, message: `v${state.version + 1}`, request_id: randomUUID(), eagleeye_id: "e" },
   };
 }
 

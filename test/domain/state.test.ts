@@ -1,0 +1,50 @@
+import { describe, expect, it } from "vitest";
+import type { BindRegistration, UpstreamInfo } from "../../src/domain/bind.js";
+import { applyOutcome, createInitialState } from "../../src/domain/state.js";
+import { upstreamInfo } from "../support/outcomes.js";
+
+const REG: BindRegistration = { trace_id: "t-1", open_id: "o", product_key: "p", user_type: "ilop" };
+const T0 = Date.UTC(2026, 10, 29, 10, 0, 0);
+
+function upstream(fields: Partial<UpstreamInfo> = {}): UpstreamInfo {
+  return upstreamInfo({ request_id: "r-1", eagleeye_id: "213cbe9116665898268912730d06de", ...fields });
+}
+
+describe("applyOutcome: versions (SPEC §3)", () => {
+  const initial = createInitialState(REG, T0, 180_000);
+  const first = applyOutcome(initial, { kind: "waiting", upstream: upstream() }, T0 + 2000);
+
+  it("the first answer is a change: upstream goes from null to its ret_code", () => {
+    expect(initial).toMatchObject({ version: 1, upstream: null });
+    expect(first).toMatchObject({ version: 2, attempts: 1, upstream: upstream() });
+  });
+
+  it("new request and EagleEye ids are kept without a new version", () => {
+    const ids = { request_id: "r-2", eagleeye_id: "213d614316665898871384404d071e" };
+    const next = applyOutcome(first, { kind: "waiting", upstream: upstream(ids) }, T0 + 4000);
+    expect(next).toMatchObject({
+      version: 2,
+      attempts: 2,
+      upstream: ids,
+      updated_at: new Date(T0 + 4000).toISOString(),
+    });
+  });
+
+  it("a new ret_code or message makes one, with the ids of that answer", () => {
+    const changed = upstream({ ret_code: 1001, eagleeye_id: "0b5a1c3f17646042271211000d4e2a" });
+    expect(applyOutcome(first, { kind: "waiting", upstream: changed }, T0 + 4000)).toMatchObject({
+      version: 3,
+      upstream: changed,
+    });
+    expect(applyOutcome(first, { kind: "bound", upstream: upstream({ message: "ok" }) }, T0 + 4000)).toMatchObject({
+      version: 3,
+      status: "bound",
+      final: true,
+    });
+  });
+
+  it("an answer without upstream fields keeps the last answer's ids", () => {
+    const errored = applyOutcome(first, { kind: "transient", message: "HTTP 502", requestId: "" }, T0 + 4000);
+    expect(errored).toMatchObject({ version: 3, upstream: upstream(), error: { code: "upstream_unavailable" } });
+  });
+});
