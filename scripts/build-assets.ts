@@ -3,7 +3,9 @@
 // ASSETS binding (wrangler.toml `[assets]`), so both serve the same bytes:
 //   client.js   the browser client (tsc's dist/src/client/index.js), served at /v1/client.js
 //   demo.html   the demo page of simulator mode, one document (src/sim/demo-page.ts)
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+// and copies the Redis coordinator's Lua scripts beside its compiled module
+// (dist/src/watch/lua/), where it reads them at start-up.
+import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { assembleDemoPage } from "../src/sim/demo-page.js";
 
 /** This file runs as dist/scripts/build-assets.js. */
@@ -23,7 +25,12 @@ async function main(): Promise<void> {
     read("src/sim/demo/page.css"),
     read("dist/src/sim/demo/page.js"),
   ]);
-  await mkdir(at("dist/assets/"), { recursive: true });
+  await Promise.all([
+    mkdir(at("dist/assets/"), { recursive: true }),
+    mkdir(at("dist/src/watch/lua/"), { recursive: true }),
+  ]);
+  const scripts = (await readdir(at("src/watch/lua/"))).filter((name) => name.endsWith(".lua"));
+  await Promise.all(scripts.map((name) => copyFile(at(`src/watch/lua/${name}`), at(`dist/src/watch/lua/${name}`))));
   await Promise.all([
     writeFile(at("dist/assets/client.js"), withoutSourceMap(client)),
     writeFile(at("dist/assets/demo.html"), assembleDemoPage({ html, css, script })),

@@ -52,6 +52,11 @@ export interface AppDeps {
   readonly access?: AccessConfig;
   /** What `/healthz` says this instance is: answering from the TOP simulator or from TOP. */
   readonly mode: "simulator" | "live";
+  /**
+   * The deployment's clock for watch-token expiry (tokens expire with their trace, whose
+   * times come from the store's clock): the coordinator's `now`. Default `Date.now`.
+   */
+  readonly now?: () => number;
   /** `/readyz`: false while a configured store is unreachable. */
   readonly isReady?: () => Promise<boolean>;
   /**
@@ -73,6 +78,7 @@ export function createApp(deps: AppDeps): Hono {
   const { service, streams, config } = deps;
   const logger = deps.logger ?? silentLogger;
   const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
+  const now = deps.now ?? Date.now;
   let openStreams = 0;
   const access: AccessConfig = deps.access ?? { apiKeys: [], tokenGraceMs: 0, corsOrigins: [] };
   const app = new Hono();
@@ -129,7 +135,7 @@ export function createApp(deps: AppDeps): Hono {
     const token = c.req.query("token") ?? bearer;
     if (!token)
       return jsonError(c, 401, "unauthorized", "a watch token is required (?token= or Authorization: Bearer)", "token");
-    const check = verifyWatchToken(secret, traceId, token, Date.now());
+    const check = verifyWatchToken(secret, traceId, token, now());
     if (check.ok) return null;
     return jsonError(c, 403, "forbidden", `the watch token is ${check.reason} for this trace`, "token");
   };

@@ -59,6 +59,18 @@ export function createMetrics(sources: { streams: () => number; stats: () => Ser
     registers: [registry],
   });
 
+  const redisRequests = new Counter({
+    name: "bindwatch_redis_requests_total",
+    help: "Requests this instance sent to Redis (a script or a pipeline being one), by operation.",
+    labelNames: ["operation"] as const,
+    registers: [registry],
+  });
+  const redis = {
+    onRequest(operation: string) {
+      redisRequests.inc({ operation });
+    },
+  };
+
   const service: ServiceObserver = {
     onCall(outcome, durationMs) {
       calls.inc({ outcome });
@@ -73,5 +85,5 @@ export function createMetrics(sources: { streams: () => number; stats: () => Ser
       events.inc();
     },
   };
-  return { registry, service, http };
+  return { registry, service, http, redis };
 }

@@ -15,11 +15,12 @@ import { createTopClient } from "../top/client.js";
 import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
-import { createRedisConnections, createRedisCoordinator, type RedisConnections } from "../watch/redis-coordinator.js";
+import { createRedisCoordinator } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
 import { openNodeSseChannel } from "./node-sse.js";
+import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
 
 export interface RunningServer {
   readonly url: string;
@@ -98,6 +99,10 @@ export async function startNodeServer(
     resultTtlMs: config.resultTtlMs,
     upstreamQps: config.upstreamQps,
   };
+  const streams = createStreamRegistry();
+  // The service and the metrics refer to each other only through these late-bound sources.
+  let statsOf: () => ReturnType<BindService["stats"]> = () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+  const metrics = createMetrics({ streams: () => streams.size, stats: () => statsOf() });
   let redisConnections: RedisConnections | null = null;
   let coordinator: Coordinator;
   if (opts.coordinator) coordinator = opts.coordinator;
@@ -110,6 +115,9 @@ export async function startNodeServer(
       ...retention,
       redis: redisConnections.redis,
       subscriber: redisConnections.subscriber,
+      // The takeover time of SPEC §4.4, longer than a poll lease: see src/watch/redis-coordinator.ts.
+      failoverQuietMs: Math.max(3 * config.pollIntervalMs, 5_000),
+      onRequest: (operation) => metrics.redis.onRequest(operation),
       logger,
     });
   } else coordinator = createMemoryCoordinator(retention);
@@ -122,10 +130,6 @@ export async function startNodeServer(
     terminalRetCodes: config.terminalRetCodes,
     ...(top.session === undefined ? {} : { session: top.session }),
   });
-  const streams = createStreamRegistry();
-  // The service and the metrics refer to each other only through these late-bound sources.
-  let statsOf: () => ReturnType<BindService["stats"]> = () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
-  const metrics = createMetrics({ streams: () => streams.size, stats: () => statsOf() });
   const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
   statsOf = () => service.stats();
   const sim = simulator && sandbox ? { simulator, sandbox } : null;
@@ -149,6 +153,7 @@ export async function startNodeServer(
     openSseChannel: openNodeSseChannel,
     ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
+    now: () => coordinator.now(),
     mode: config.mode,
     access: {
       apiKeys: config.apiKeys,

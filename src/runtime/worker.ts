@@ -414,8 +414,8 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       storage: this.ctx.storage,
       // Resolved per call: a stub belongs to the request that made it.
       budget: {
-        takeCallPermit: (nowMs) => budgetStub(env).takeCallPermit(nowMs),
-        banUpstream: (untilMs) => budgetStub(env).banUpstream(untilMs),
+        takeCallPermit: () => budgetStub(env).takeCallPermit(),
+        banUpstream: (ms) => budgetStub(env).banUpstream(ms),
         takeRegistration: (key, perMinute) => quotaStub(env, key).takeRegistration(key, perMinute),
         refundRegistration: (key, perMinute) => quotaStub(env, key).refundRegistration(key, perMinute),
       },
@@ -428,6 +428,11 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       config,
       logger,
       instanceId: this.ctx.id.toString(),
+      // Stored, so the alarm can resume the poll of an object evicted while it was wanted.
+      onWanted: (traceId, untilMs) =>
+        void coordinator
+          .recordInterest(traceId, untilMs)
+          .catch((err: unknown) => logger.warn({ err, trace_id: traceId }, "could not record interest")),
       // A final state needs no watchdog any more: the alarm moves to the end of the retention.
       observer: { onFinished: () => void this.planAlarm().catch(() => undefined) },
     });
@@ -532,12 +537,12 @@ export class BudgetObject extends DurableObject<EdgeEnv, DurableObjectStateApi> 
     return this.#budget;
   }
 
-  takeCallPermit(nowMs: number): Promise<Permit> {
-    return this.budget().takeCallPermit(nowMs);
+  takeCallPermit(): Promise<Permit> {
+    return this.budget().takeCallPermit();
   }
 
-  banUpstream(untilMs: number): Promise<void> {
-    return this.budget().banUpstream(untilMs);
+  banUpstream(ms: number): Promise<void> {
+    return this.budget().banUpstream(ms);
   }
 
   takeRegistration(key: string, perMinute: number): Promise<QuotaTake> {

@@ -1,7 +1,17 @@
 import type { BindRegistration, BindState } from "../domain/bind.js";
-import { canonicalJson } from "../domain/state.js";
-import { type BucketState, returnToken, takeQuota, takeToken } from "../domain/token-bucket.js";
-import type { CallGate, Coordinator, Permit, QuotaTake, RegisterResult, Unsubscribe } from "./coordinator.js";
+import { banPace, takePace } from "../domain/pacer.js";
+import { canonicalJson, createInitialState } from "../domain/state.js";
+import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
+import type {
+  CallGate,
+  Coordinator,
+  LeaseTake,
+  Permit,
+  QuotaTake,
+  RegisterResult,
+  TraceEvent,
+  Unsubscribe,
+} from "./coordinator.js";
 
 /**
  * The part of Durable Object storage (`ctx.storage`) the coordinator uses. Defined
@@ -16,11 +26,12 @@ export interface DurableStorage {
 
 /**
  * The deployment-wide call budget and registration quotas; at the edge, Durable Objects
- * of their own (one for the call budget, one per API key's quota).
+ * of their own (one for the call budget, one per API key's quota), each comparing
+ * times on its own clock and answering durations.
  */
 export interface CallBudget {
-  takeCallPermit(nowMs: number): Promise<Permit>;
-  banUpstream(untilMs: number): Promise<void>;
+  takeCallPermit(): Promise<Permit>;
+  banUpstream(ms: number): Promise<void>;
   takeRegistration(key: string, perMinute: number): Promise<QuotaTake>;
   refundRegistration(key: string, perMinute: number): Promise<void>;
 }
@@ -28,12 +39,13 @@ export interface CallBudget {
 export interface DurableObjectCoordinatorOptions {
   /** The storage of the Durable Object that owns the traces (one trace per object in bindwatch). */
   readonly storage: DurableStorage;
-  /** Where `takeCallPermit` and `banUpstream` go: shared by every trace's object. */
+  /** Where the budget and the quotas go: shared by every trace's object. */
   readonly budget: CallBudget;
   /** How long a trace is kept after registration (BIND_TIMEOUT_MS + RESULT_TTL_MS). */
   readonly retentionMs: number;
   /** How long a final state is kept at least (RESULT_TTL_MS). */
   readonly resultTtlMs: number;
+  /** The object's clock: the one clock of its trace. */
   readonly now?: () => number;
 }
 
@@ -42,11 +54,13 @@ export interface TraceSchedule {
   readonly state: BindState;
   /** When the trace is forgotten (its storage deleted). */
   readonly expiresAtMs: number;
-  /** Until when some instance wants it polled (0 when nobody does). */
+  /** Until when the trace is wanted polled (0 when it is not). */
   readonly interestUntilMs: number;
 }
 
 export interface DurableObjectCoordinator extends Coordinator {
+  /** Records that the trace is wanted polled until `untilMs` (never shortens it), so the alarm can resume it after eviction. */
+  recordInterest(traceId: string, untilMs: number): Promise<void>;
   /** The stored state with its retention and interest, or `null` once forgotten. */
   inspect(traceId: string): Promise<TraceSchedule | null>;
   /** Deletes everything stored for the trace. */
@@ -84,7 +98,7 @@ const keys = {
 export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOptions): DurableObjectCoordinator {
   const { storage, budget } = opts;
   const now = opts.now ?? Date.now;
-  const listeners = new Map<string, Set<(state: BindState) => void>>();
+  const listeners = new Map<string, Set<(event: TraceEvent) => void>>();
   const leases = new Map<string, { token: string; expiresAtMs: number }>();
   let tail: Promise<unknown> = Promise.resolve();
 
@@ -93,6 +107,10 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     const run = tail.then(task, task);
     tail = run.catch(() => {});
     return run;
+  }
+
+  function publish(traceId: string, event: TraceEvent): void {
+    for (const listener of [...(listeners.get(traceId) ?? [])]) listener(event);
   }
 
   /** The trace's metadata, or null when unknown; an expired trace is deleted on the way. */
@@ -116,22 +134,40 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     return lease !== undefined && lease.token === token && lease.expiresAtMs > now();
   }
 
+  async function store(reg: BindRegistration, state: BindState, retentionMs: number): Promise<void> {
+    const meta: TraceMeta = {
+      registration: reg,
+      registrationText: canonicalJson(reg),
+      expiresAtMs: now() + retentionMs,
+    };
+    await storage.delete(keys.all(reg.trace_id));
+    await storage.put(keys.meta(reg.trace_id), meta);
+    await storage.put(keys.state(reg.trace_id), state);
+  }
+
   return {
-    register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
+    now,
+
+    register(reg, timeoutMs): Promise<RegisterResult> {
       return serial(async () => {
-        const text = canonicalJson(reg);
         const existing = await live(reg.trace_id);
         if (existing) {
-          if (existing.registrationText !== text) return { kind: "conflict" };
+          if (existing.registrationText !== canonicalJson(reg)) return { kind: "conflict" };
           const state = await storage.get<BindState>(keys.state(reg.trace_id));
           if (state) return { kind: "existing", state };
         }
-        const meta: TraceMeta = { registration: reg, registrationText: text, expiresAtMs: now() + opts.retentionMs };
-        await storage.delete(keys.all(reg.trace_id));
-        await storage.put(keys.meta(reg.trace_id), meta);
-        await storage.put(keys.state(reg.trace_id), initial);
-        if (lastCallStartMs !== undefined) await storage.put(keys.lastCall(reg.trace_id), lastCallStartMs);
+        const initial = createInitialState(reg, now(), timeoutMs);
+        await store(reg, initial, opts.retentionMs);
         return { kind: "created", state: initial };
+      });
+    },
+
+    reassert(reg, state, lastCallAgoMs) {
+      return serial(async () => {
+        if (await live(reg.trace_id)) return (await storage.get<BindState>(keys.state(reg.trace_id))) ?? null;
+        await store(reg, state, Math.max(opts.resultTtlMs, Date.parse(state.expires_at) - now() + opts.resultTtlMs));
+        if (lastCallAgoMs !== null) await storage.put(keys.lastCall(reg.trace_id), now() - lastCallAgoMs);
+        return state;
       });
     },
 
@@ -145,20 +181,19 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       );
     },
 
-    updateState(traceId, mutate) {
+    updateState(traceId, mutate, updateOpts) {
       return serial(async () => {
         const meta = await live(traceId);
         const prev = meta ? await storage.get<BindState>(keys.state(traceId)) : undefined;
         if (!meta || !prev) return null;
+        if (updateOpts?.notBeforeMs !== undefined && now() < updateOpts.notBeforeMs) return prev;
         const next = mutate(prev);
         if (next === prev) return prev;
         await storage.put(keys.state(traceId), next);
         if (next.final && meta.expiresAtMs < now() + opts.resultTtlMs) {
           await storage.put(keys.meta(traceId), { ...meta, expiresAtMs: now() + opts.resultTtlMs });
         }
-        if (next.version !== prev.version) {
-          for (const listener of [...(listeners.get(traceId) ?? [])]) listener(next);
-        }
+        publish(traceId, { kind: "state", state: next });
         return next;
       });
     },
@@ -178,40 +213,22 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       };
     },
 
-    setInterest(traceId, instanceId, untilMs) {
+    acquireLease(traceId, leaseMs): Promise<LeaseTake> {
       return serial(async () => {
-        if (!(await live(traceId))) return;
-        const t = now();
-        const interest: Record<string, number> = {};
-        // Lapsed entries are dropped so the record stays small.
-        for (const [id, until] of Object.entries(await interestOf(traceId))) if (until > t) interest[id] = until;
-        interest[instanceId] = Math.max(interest[instanceId] ?? 0, untilMs);
-        await storage.put(keys.interest(traceId), interest);
-      });
-    },
-
-    hasInterest(traceId, nowMs) {
-      return serial(async () => {
-        if (!(await live(traceId))) return false;
-        return Object.values(await interestOf(traceId)).some((until) => until > nowMs);
-      });
-    },
-
-    acquireLease(traceId, ttlMs) {
-      return serial(async () => {
-        if (!(await live(traceId))) return null;
+        if (!(await live(traceId))) return { kind: "missing" };
         const t = now();
         const lease = leases.get(traceId);
-        if (lease && lease.expiresAtMs > t) return null;
+        if (lease && lease.expiresAtMs > t) return { kind: "held", ms: lease.expiresAtMs - t };
         const token = crypto.randomUUID();
-        leases.set(traceId, { token, expiresAtMs: t + ttlMs });
-        return token;
+        leases.set(traceId, { token, expiresAtMs: t + leaseMs });
+        return { kind: "acquired", token };
       });
     },
 
-    async renewLease(traceId, token, ttlMs) {
+    async renewLease(traceId, token, leaseMs) {
       if (!leaseHeld(traceId, token)) return false;
-      leases.set(traceId, { token, expiresAtMs: now() + ttlMs });
+      leases.set(traceId, { token, expiresAtMs: now() + leaseMs });
+      publish(traceId, { kind: "alive" });
       return true;
     },
 
@@ -220,28 +237,30 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
         if (leases.get(traceId)?.token !== token) return;
         leases.delete(traceId);
         // The port's release announcement: a waiting driver (here, a restarted one) tries at once.
-        const state = (await live(traceId)) ? await storage.get<BindState>(keys.state(traceId)) : undefined;
-        if (state) for (const listener of [...(listeners.get(traceId) ?? [])]) listener(state);
+        publish(traceId, { kind: "released" });
       });
     },
 
-    beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {
+    beginCall(traceId, token, call): Promise<CallGate> {
       return serial(async () => {
         if (!(await live(traceId)) || !leaseHeld(traceId, token)) return { kind: "lost" };
+        const t = now();
+        if (t >= call.deadlineMs) return { kind: "expired" };
         // Kept in storage: an object restarted after eviction still spaces its first call.
         const last = await storage.get<number>(keys.lastCall(traceId));
-        if (last !== undefined && nowMs - last < minGapMs) return { kind: "wait", untilMs: last + minGapMs };
-        await storage.put(keys.lastCall(traceId), nowMs);
+        if (last !== undefined && t - last < call.minGapMs) return { kind: "wait", ms: last + call.minGapMs - t };
+        await storage.put(keys.lastCall(traceId), t);
+        leases.set(traceId, { token, expiresAtMs: t + call.leaseMs });
         return { kind: "go" };
       });
     },
 
-    takeCallPermit(nowMs) {
-      return budget.takeCallPermit(nowMs);
+    takeCallPermit() {
+      return budget.takeCallPermit();
     },
 
-    banUpstream(untilMs) {
-      return budget.banUpstream(untilMs);
+    banUpstream(ms) {
+      return budget.banUpstream(ms);
     },
 
     takeRegistration(key, perMinute) {
@@ -259,6 +278,15 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     async close() {
       listeners.clear();
       leases.clear();
+    },
+
+    recordInterest(traceId, untilMs) {
+      return serial(async () => {
+        if (!(await live(traceId))) return;
+        const t = now();
+        const current = Object.values(await interestOf(traceId)).filter((until) => until > t);
+        await storage.put(keys.interest(traceId), { wanted: Math.max(untilMs, ...current) });
+      });
     },
 
     inspect(traceId) {
@@ -285,45 +313,44 @@ export interface DurableCallBudgetOptions {
   readonly storage: DurableStorage;
   /** UPSTREAM_QPS. */
   readonly upstreamQps: number;
-  /** The object's clock, for quotas (the port hands no time for them). */
+  /** The object's clock. */
   readonly now?: () => number;
 }
 
-const BAN_KEY = "budget:banned-until";
+const NEXT_CALL_KEY = "budget:next-call-at";
 const quotaKey = (key: string) => `quota:${key}`;
 
 /**
  * The deployment-wide budget of checkbind calls (UPSTREAM_QPS) and the TOP
- * rate-limit ban, for the one Durable Object that every trace's object asks. The
- * same token-bucket rule as the in-memory and Redis budgets; the bucket itself
- * is kept in memory (after an eviction it starts full: at most one extra call).
+ * rate-limit ban, for the one Durable Object that every trace's object asks, on its
+ * own clock: the pacing rule of src/domain/pacer.ts, as in memory and in Redis. The
+ * next call's time is stored once a ban moves it (bans have lasted hours and must
+ * outlive eviction); between bans it is kept in memory (after an eviction, at most one
+ * extra call).
  * @example const budget = createDurableCallBudget({ storage: ctx.storage, upstreamQps: 40 });
  */
 export function createDurableCallBudget(opts: DurableCallBudgetOptions): CallBudget {
   const now = opts.now ?? Date.now;
-  let bucket: BucketState | null = null;
-  let bannedUntilMs: number | null = null;
+  const paceMs = 1000 / opts.upstreamQps;
+  let nextCallAtMs: number | null = null;
 
-  async function bannedUntil(): Promise<number> {
-    bannedUntilMs ??= (await opts.storage.get<number>(BAN_KEY)) ?? 0;
-    return bannedUntilMs;
+  async function nextCallAt(): Promise<number> {
+    nextCallAtMs ??= (await opts.storage.get<number>(NEXT_CALL_KEY)) ?? 0;
+    return nextCallAtMs;
   }
 
   return {
-    async takeCallPermit(nowMs): Promise<Permit> {
-      const ban = await bannedUntil();
-      if (ban > nowMs) return { kind: "wait", untilMs: ban };
-      // Capacity 1: calls are paced evenly, so no second ever holds more than UPSTREAM_QPS (+1 saved).
-      const take = takeToken(bucket, nowMs, opts.upstreamQps, 1);
-      bucket = take.bucket;
-      return take.ok ? { kind: "go" } : { kind: "wait", untilMs: take.retryAtMs };
+    async takeCallPermit(): Promise<Permit> {
+      const take = takePace(await nextCallAt(), now(), paceMs);
+      nextCallAtMs = take.nextAtMs;
+      return take.ok ? { kind: "go" } : { kind: "wait", ms: take.waitMs };
     },
 
-    async banUpstream(untilMs) {
-      const ban = await bannedUntil();
-      if (untilMs <= ban) return;
-      bannedUntilMs = untilMs;
-      await opts.storage.put(BAN_KEY, untilMs);
+    async banUpstream(ms) {
+      const next = banPace(await nextCallAt(), now(), ms);
+      if (next === nextCallAtMs) return;
+      nextCallAtMs = next;
+      await opts.storage.put(NEXT_CALL_KEY, next);
     },
 
     // Quotas are stored: an evicted object must not hand out a fresh minute's worth.

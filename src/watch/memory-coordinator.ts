@@ -1,8 +1,18 @@
 import { randomUUID } from "node:crypto";
 import type { BindRegistration, BindState } from "../domain/bind.js";
-import { canonicalJson } from "../domain/state.js";
-import { type BucketState, returnToken, takeQuota, takeToken } from "../domain/token-bucket.js";
-import type { CallGate, Coordinator, Permit, QuotaTake, RegisterResult, Unsubscribe } from "./coordinator.js";
+import { banPace, takePace } from "../domain/pacer.js";
+import { canonicalJson, createInitialState } from "../domain/state.js";
+import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
+import type {
+  CallGate,
+  Coordinator,
+  LeaseTake,
+  Permit,
+  QuotaTake,
+  RegisterResult,
+  TraceEvent,
+  Unsubscribe,
+} from "./coordinator.js";
 
 export interface MemoryCoordinatorOptions {
   /** How long a trace is kept after registration (BIND_TIMEOUT_MS + RESULT_TTL_MS). */
@@ -11,6 +21,7 @@ export interface MemoryCoordinatorOptions {
   readonly resultTtlMs: number;
   /** Deployment-wide budget of checkbind calls per second (UPSTREAM_QPS). */
   readonly upstreamQps: number;
+  /** The one clock of a single instance. */
   readonly now?: () => number;
 }
 
@@ -19,23 +30,22 @@ interface TraceRecord {
   readonly registrationText: string;
   state: BindState;
   expiresAtMs: number;
-  interest: Map<string, number>;
   lease: { token: string; expiresAtMs: number } | null;
   lastCallStartMs: number | null;
-  listeners: Set<(state: BindState) => void>;
+  listeners: Set<(event: TraceEvent) => void>;
 }
 
 /**
- * The coordinator of a single instance: everything lives in this process. It keeps
- * the same semantics as the Redis one (leases, spacing, budget) so that one
+ * The coordinator of a single instance: everything lives in this process, on its clock.
+ * It keeps the same semantics as the Redis one (leases, spacing, budget) so that one
  * scheduler serves both.
  * @example const coordinator = createMemoryCoordinator({ retentionMs: 780_000, resultTtlMs: 600_000, upstreamQps: 40 });
  */
 export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordinator & { size(): number } {
   const now = opts.now ?? Date.now;
   const traces = new Map<string, TraceRecord>();
-  let bucket: BucketState | null = null;
-  let bannedUntilMs = 0;
+  const paceMs = 1000 / opts.upstreamQps;
+  let nextCallAtMs = 0;
   const quotas = new Map<string, BucketState>();
 
   function live(traceId: string): TraceRecord | undefined {
@@ -57,28 +67,49 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
   );
   sweeper.unref?.();
 
-  function publish(record: TraceRecord, state: BindState): void {
-    for (const listener of [...record.listeners]) listener(state);
+  function publish(record: TraceRecord, event: TraceEvent): void {
+    for (const listener of [...record.listeners]) listener(event);
+  }
+
+  function holds(record: TraceRecord | undefined, token: string): record is TraceRecord {
+    return record?.lease?.token === token && record.lease.expiresAtMs > now();
+  }
+
+  function store(reg: BindRegistration, text: string, state: BindState, retentionMs: number): TraceRecord {
+    const record: TraceRecord = {
+      registration: reg,
+      registrationText: text,
+      state,
+      expiresAtMs: now() + retentionMs,
+      lease: null,
+      lastCallStartMs: null,
+      listeners: traces.get(reg.trace_id)?.listeners ?? new Set(),
+    };
+    traces.set(reg.trace_id, record);
+    return record;
   }
 
   return {
-    async register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
+    now,
+
+    async register(reg, timeoutMs): Promise<RegisterResult> {
       const text = canonicalJson(reg);
       const existing = live(reg.trace_id);
       if (existing) {
         return existing.registrationText === text ? { kind: "existing", state: existing.state } : { kind: "conflict" };
       }
-      traces.set(reg.trace_id, {
-        registration: reg,
-        registrationText: text,
-        state: initial,
-        expiresAtMs: now() + opts.retentionMs,
-        interest: new Map(),
-        lease: null,
-        lastCallStartMs: lastCallStartMs ?? null,
-        listeners: new Set(),
-      });
+      const initial = createInitialState(reg, now(), timeoutMs);
+      store(reg, text, initial, opts.retentionMs);
       return { kind: "created", state: initial };
+    },
+
+    async reassert(reg, state, lastCallAgoMs) {
+      const existing = live(reg.trace_id);
+      if (existing) return existing.state;
+      const retentionMs = Math.max(opts.resultTtlMs, Date.parse(state.expires_at) - now() + opts.resultTtlMs);
+      const record = store(reg, canonicalJson(reg), state, retentionMs);
+      if (lastCallAgoMs !== null) record.lastCallStartMs = now() - lastCallAgoMs;
+      return record.state;
     },
 
     async getRegistration(traceId) {
@@ -89,15 +120,16 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       return live(traceId)?.state ?? null;
     },
 
-    async updateState(traceId, mutate) {
+    async updateState(traceId, mutate, updateOpts) {
       const record = live(traceId);
       if (!record) return null;
+      if (updateOpts?.notBeforeMs !== undefined && now() < updateOpts.notBeforeMs) return record.state;
       const prev = record.state;
       const next = mutate(prev);
       if (next === prev) return prev;
       record.state = next;
       if (next.final) record.expiresAtMs = Math.max(record.expiresAtMs, now() + opts.resultTtlMs);
-      if (next.version !== prev.version) publish(record, next);
+      publish(record, { kind: "state", state: next });
       return next;
     },
 
@@ -111,65 +143,53 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       };
     },
 
-    async setInterest(traceId, instanceId, untilMs) {
+    async acquireLease(traceId, leaseMs): Promise<LeaseTake> {
       const record = live(traceId);
-      if (!record) return;
-      record.interest.set(instanceId, Math.max(record.interest.get(instanceId) ?? 0, untilMs));
-    },
-
-    async hasInterest(traceId, nowMs) {
-      const record = live(traceId);
-      if (!record) return false;
-      for (const until of record.interest.values()) if (until > nowMs) return true;
-      return false;
-    },
-
-    async acquireLease(traceId, ttlMs) {
-      const record = live(traceId);
-      if (!record) return null;
+      if (!record) return { kind: "missing" };
       const t = now();
-      if (record.lease && record.lease.expiresAtMs > t) return null;
+      if (record.lease && record.lease.expiresAtMs > t) return { kind: "held", ms: record.lease.expiresAtMs - t };
       const token = randomUUID();
-      record.lease = { token, expiresAtMs: t + ttlMs };
-      return token;
+      record.lease = { token, expiresAtMs: t + leaseMs };
+      return { kind: "acquired", token };
     },
 
-    async renewLease(traceId, token, ttlMs) {
+    async renewLease(traceId, token, leaseMs) {
       const record = live(traceId);
-      const t = now();
-      if (!record?.lease || record.lease.token !== token || record.lease.expiresAtMs <= t) return false;
-      record.lease.expiresAtMs = t + ttlMs;
+      if (!holds(record, token) || !record.lease) return false;
+      record.lease.expiresAtMs = now() + leaseMs;
+      publish(record, { kind: "alive" });
       return true;
     },
 
     async releaseLease(traceId, token) {
       const record = live(traceId);
-      if (record?.lease?.token === token) {
-        record.lease = null;
-        publish(record, record.state);
-      }
+      if (!record || record.lease?.token !== token) return;
+      // The last call's start stays with the record: a successor is spaced from it.
+      record.lease = null;
+      publish(record, { kind: "released" });
     },
 
-    async beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {
+    async beginCall(traceId, token, call): Promise<CallGate> {
       const record = live(traceId);
-      if (!record?.lease || record.lease.token !== token || record.lease.expiresAtMs <= now()) return { kind: "lost" };
-      if (record.lastCallStartMs !== null && nowMs - record.lastCallStartMs < minGapMs) {
-        return { kind: "wait", untilMs: record.lastCallStartMs + minGapMs };
+      if (!holds(record, token) || !record.lease) return { kind: "lost" };
+      const t = now();
+      if (t >= call.deadlineMs) return { kind: "expired" };
+      if (record.lastCallStartMs !== null && t - record.lastCallStartMs < call.minGapMs) {
+        return { kind: "wait", ms: record.lastCallStartMs + call.minGapMs - t };
       }
-      record.lastCallStartMs = nowMs;
+      record.lastCallStartMs = t;
+      record.lease.expiresAtMs = t + call.leaseMs;
       return { kind: "go" };
     },
 
-    async takeCallPermit(nowMs): Promise<Permit> {
-      if (bannedUntilMs > nowMs) return { kind: "wait", untilMs: bannedUntilMs };
-      // Capacity 1: calls are paced evenly, so no second ever holds more than UPSTREAM_QPS (+1 saved).
-      const take = takeToken(bucket, nowMs, opts.upstreamQps, 1);
-      bucket = take.bucket;
-      return take.ok ? { kind: "go" } : { kind: "wait", untilMs: take.retryAtMs };
+    async takeCallPermit(): Promise<Permit> {
+      const take = takePace(nextCallAtMs, now(), paceMs);
+      nextCallAtMs = take.nextAtMs;
+      return take.ok ? { kind: "go" } : { kind: "wait", ms: take.waitMs };
     },
 
-    async banUpstream(untilMs) {
-      bannedUntilMs = Math.max(bannedUntilMs, untilMs);
+    async banUpstream(ms) {
+      nextCallAtMs = banPace(nextCallAtMs, now(), ms);
     },
 
     async takeRegistration(key, perMinute): Promise<QuotaTake> {

@@ -26,14 +26,14 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
       while (waiters.length > 0) {
         let permit: Awaited<ReturnType<Coordinator["takeCallPermit"]>>;
         try {
-          permit = await coordinator.takeCallPermit(Date.now());
+          permit = await coordinator.takeCallPermit();
         } catch (err) {
           logger.warn({ err }, "call budget unavailable; retrying");
           await sleep(250);
           continue;
         }
         if (permit.kind === "wait") {
-          await sleep(permit.untilMs - Date.now());
+          await sleep(permit.ms);
           continue;
         }
         const head = waiters.shift();
@@ -74,3 +74,5 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
     },
   };
 }
+
+export type PermitQueue = ReturnType<typeof createPermitQueue>;

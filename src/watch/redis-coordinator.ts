@@ -1,20 +1,28 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
-import type { Cluster } from "ioredis";
-import { Redis } from "ioredis";
+import type { Cluster, Redis } from "ioredis";
 import type { BindRegistration, BindState } from "../domain/bind.js";
 import { BIND_STATUSES } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
-import { canonicalJson } from "../domain/state.js";
-import type { CallGate, Coordinator, Permit, RegisterResult, Unsubscribe } from "./coordinator.js";
+import { canonicalJson, createInitialState } from "../domain/state.js";
+import type {
+  CallGate,
+  Coordinator,
+  LeaseTake,
+  Permit,
+  QuotaTake,
+  RegisterResult,
+  TraceEvent,
+  Unsubscribe,
+} from "./coordinator.js";
 import { CoordinatorUnavailableError } from "./coordinator.js";
 import type { TraceKeys } from "./redis-keys.js";
 import { createRedisKeys } from "./redis-keys.js";
 import { defineCoordinatorScripts } from "./redis-scripts.js";
 
 export interface RedisCoordinatorOptions {
-  /** The command connection (standalone or Cluster). Owned by the caller: `close()` does not quit it. */
+  /** The command connection (standalone, Sentinel or Cluster). Owned by the caller: `close()` does not quit it. */
   readonly redis: Redis | Cluster;
   /**
    * A separate connection for pub/sub, owned by the caller too. A Cluster must be built with
@@ -29,8 +37,14 @@ export interface RedisCoordinatorOptions {
   readonly resultTtlMs: number;
   /** Deployment-wide budget of checkbind calls per second (UPSTREAM_QPS). */
   readonly upstreamQps: number;
-  /** The clock for what the port gives no time for (ban length, interest pruning). */
-  readonly now?: () => number;
+  /**
+   * No call begins for this long after the command connection was lost and came back
+   * (a failover, a restart): the promoted replica may lack the last lease write, and a
+   * call begun before it may still be in flight (SPEC §4.9). At least the poll lease.
+   */
+  readonly failoverQuietMs?: number;
+  /** Counts every request sent to Redis (a script or a pipeline being one), by operation. */
+  readonly onRequest?: (operation: string) => void;
   readonly logger?: Logger;
 }
 
@@ -40,30 +54,30 @@ const MAX_CAS_ATTEMPTS = 32;
 const READY_TIMEOUT_MS = 1_000;
 /** A failed re-read after a reconnect is tried again after this long. */
 const RESYNC_RETRY_MS = 1_000;
-/** An idle budget bucket may vanish once it would be full again anyway; kept a while longer to be safe. */
-const BUDGET_IDLE_TTL_MS = 60_000;
-/** How long a call's start time outlives its minGap. */
-const LAST_CALL_SLACK_MS = 60_000;
-/** A bucket of one: calls are paced evenly (same rule as the in-memory coordinator). */
-const BUDGET_CAPACITY = 1;
-
-type Listener = (state: BindState) => void;
+/** A placeholder of the initial state that register.lua replaces with TIME (no trace_id can hold braces). */
+const NOW_PLACEHOLDER = "{{now}}";
+const DEADLINE_PLACEHOLDER = "{{deadline}}";
 
 interface ChannelEntry {
   readonly traceId: string;
   readonly channel: string;
   readonly keys: TraceKeys;
-  readonly listeners: Set<Listener>;
+  readonly listeners: Set<(event: TraceEvent) => void>;
   readonly ready: Promise<void>;
+  /** The state text last seen (own writes, messages, reads): the expected text of the next swap. */
+  known: string | null;
 }
 
 /**
- * The coordinator of a deployment that shares one Redis (standalone or Cluster, Redis
- * >= 7.0): every trace's keys carry the hash tag `{<trace_id>}`, each operation is one
- * Lua script, and state changes fan out through sharded pub/sub.
+ * The coordinator of a deployment that shares one Redis (standalone, Sentinel or
+ * Cluster, Redis >= 7.0): every trace's keys carry the hash tag `{<trace_id>}`, each
+ * operation is one Lua script (src/watch/lua/) that reads the clock it compares with
+ * (TIME), and state changes fan out through sharded pub/sub.
  *
- * Times the port passes (`nowMs`) are the caller's clock; instances' clocks are
- * assumed roughly in sync (see redis-scripts.ts).
+ * What a call costs (SPEC §8), one round trip each: the budget (take-permit), the gate
+ * (begin-call, which renews the lease), the state write (update-state, which publishes).
+ * Instances waiting for the lease send nothing: the published writes show them the
+ * poller is alive, and a release is announced.
  *
  * Listeners may see a version twice: after the subscriber reconnects, the stored
  * state of every subscribed trace is delivered again (a change published while it
@@ -75,7 +89,7 @@ interface ChannelEntry {
  * per subscriber connection and prefix, or one would unsubscribe the other's channels.
  *
  * @example
- * const { redis, subscriber } = createRedisConnections(config.redisUrl, { onError: (err) => log.warn({ err }) });
+ * const { redis, subscriber } = createRedisConnections(config.redis, { onError: (err) => log.warn({ err }) });
  * const coordinator = createRedisCoordinator({ redis, subscriber, retentionMs: 780_000, resultTtlMs: 600_000, upstreamQps: 40 });
  */
 export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinator {
@@ -90,12 +104,19 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
   if (subscriber.isCluster && !(subscriber as Cluster).options.shardedSubscribers) {
     throw new TypeError("the subscriber Cluster needs `shardedSubscribers: true` (states are sent with SPUBLISH)");
   }
-  const now = opts.now ?? Date.now;
   const logger = opts.logger ?? silentLogger;
   const keys = createRedisKeys(opts.prefix);
   const scripts = defineCoordinatorScripts(redis);
   const retentionMs = Math.ceil(opts.retentionMs);
   const resultTtlMs = Math.ceil(opts.resultTtlMs);
+  const paceMs = 1000 / opts.upstreamQps;
+  const quietMs = opts.failoverQuietMs ?? 0;
+
+  /** The Redis clock minus this instance's, as the last script that read TIME said. */
+  let offsetMs = 0;
+  /** No call begins before this time (this instance's clock): a failover's quiet period. */
+  let quietUntil = 0;
+  let wasReady = false;
 
   /** Subscriptions of this coordinator, by channel name. */
   const channels = new Map<string, ChannelEntry>();
@@ -110,8 +131,9 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
   let resyncAgain = false;
   let resyncTimer: ReturnType<typeof setTimeout> | null = null;
 
-  /** Runs one store operation; whatever goes wrong talking to Redis becomes a 503 for the API. */
+  /** Runs one request to Redis; whatever goes wrong talking to Redis becomes a 503 for the API. */
   async function store<T>(what: string, run: () => Promise<T>): Promise<T> {
+    opts.onRequest?.(what);
     try {
       return await run();
     } catch (err) {
@@ -119,12 +141,18 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
     }
   }
 
-  function deliver(entry: ChannelEntry, state: BindState): void {
+  function learnClock(redisNowMs: unknown): void {
+    if (typeof redisNowMs === "number" && Number.isFinite(redisNowMs)) offsetMs = redisNowMs - Date.now();
+  }
+
+  const channelOf = (traceId: string) => channels.get(keys.trace(traceId).events);
+
+  function deliver(entry: ChannelEntry, event: TraceEvent): void {
     for (const listener of [...entry.listeners]) {
       try {
-        listener(state);
+        listener(event);
       } catch (err) {
-        logger.warn({ err, trace_id: entry.traceId }, "state listener threw");
+        logger.warn({ err, trace_id: entry.traceId }, "trace listener threw");
       }
     }
   }
@@ -132,12 +160,13 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
   function onMessage(channel: string, message: string): void {
     const entry = channels.get(channel);
     if (!entry) return;
-    const state = parsePublishedState(message, entry.traceId);
-    if (!state) {
-      logger.warn({ trace_id: entry.traceId }, "ignored a malformed state message");
+    const event = parseTraceMessage(message, entry.traceId);
+    if (!event) {
+      logger.warn({ trace_id: entry.traceId }, "ignored a malformed trace message");
       return;
     }
-    deliver(entry, state);
+    if (event.kind === "state") entry.known = message.slice(1);
+    deliver(entry, event);
   }
 
   /**
@@ -183,8 +212,10 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
           return;
         }
         const text = texts[i];
-        const state = text ? parsePublishedState(text, entry.traceId) : null;
-        if (state) deliver(entry, state);
+        const state = text ? parseState(text, entry.traceId) : null;
+        if (!state || !text) return;
+        entry.known = text;
+        deliver(entry, { kind: "state", state });
       });
     } catch (err) {
       if (closed) return;
@@ -198,64 +229,124 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
     }
   }
 
+  /**
+   * The command connection was lost after it had served: whatever Redis answers next
+   * (a promoted replica, a restarted server) may lack the last writes, the lease among
+   * them, while a call begun before may still run. No call begins for the quiet period.
+   */
+  function onConnectionLost(): void {
+    if (!wasReady || closed) return;
+    quietUntil = Math.max(quietUntil, Date.now() + quietMs);
+    logger.warn({ quiet_ms: quietMs }, "Redis connection lost: no call begins for the quiet period");
+  }
+  const onReady = () => {
+    wasReady = true;
+  };
+
   subscriber.on("smessage", onMessage);
   // Redis emits "ready" after each reconnect; a Cluster's sharded subscribers announce "subscribersReady".
   subscriber.on("ready", scheduleResync);
   subscriber.on("subscribersReady", scheduleResync);
+  redis.on("ready", onReady);
+  if (redis.status === "ready") wasReady = true;
+  // A standalone or Sentinel connection closes; a Cluster reports each node's trouble.
+  redis.on("close", onConnectionLost);
+  redis.on("-node", onConnectionLost);
+  redis.on("node error", onConnectionLost);
+  // The clock before the first script says it: states written meanwhile carry it.
+  void redis.time().then(
+    ([seconds, micros]) => learnClock(Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)),
+    () => {},
+  );
 
   return {
-    async register(reg, initial, lastCallStartMs): Promise<RegisterResult> {
+    now: () => Date.now() + offsetMs,
+
+    async register(reg, timeoutMs): Promise<RegisterResult> {
       const k = keys.trace(reg.trace_id);
+      const template = {
+        ...createInitialState(reg, 0, timeoutMs),
+        created_at: NOW_PLACEHOLDER,
+        updated_at: NOW_PLACEHOLDER,
+        expires_at: DEADLINE_PLACEHOLDER,
+      };
       const reply = await store("register", () =>
         scripts.register(
-          [k.reg, k.state, k.lease, k.lastCall, k.interest],
-          [canonicalJson(reg), JSON.stringify(initial), retentionMs, lastCallStartMs ?? "", LAST_CALL_SLACK_MS],
+          [k.reg, k.state, k.poll],
+          [canonicalJson(reg), JSON.stringify(template), Math.ceil(timeoutMs), retentionMs],
         ),
       );
       const [kind, text] = reply as [string, string | undefined];
-      if (kind === "created") return { kind: "created", state: initial };
-      if (kind === "existing" && text !== undefined) return { kind: "existing", state: JSON.parse(text) as BindState };
-      return { kind: "conflict" };
+      if (kind === "conflict" || text === undefined) return { kind: "conflict" };
+      const state = JSON.parse(text) as BindState;
+      const entry = channelOf(reg.trace_id);
+      if (entry) entry.known = text;
+      return kind === "created" ? { kind: "created", state } : { kind: "existing", state };
+    },
+
+    async reassert(reg, state, lastCallAgoMs) {
+      const k = keys.trace(reg.trace_id);
+      const retention = Math.max(resultTtlMs, Date.parse(state.expires_at) - (Date.now() + offsetMs) + resultTtlMs);
+      const text = await store("reassert", () =>
+        scripts.reassert(
+          [k.reg, k.state, k.poll],
+          [
+            canonicalJson(reg),
+            JSON.stringify(state),
+            Math.ceil(retention),
+            lastCallAgoMs === null ? "" : Math.max(0, Math.floor(lastCallAgoMs)),
+            retentionMs,
+          ],
+        ),
+      );
+      if (typeof text !== "string") return null;
+      const entry = channelOf(reg.trace_id);
+      if (entry) entry.known = text;
+      return JSON.parse(text) as BindState;
     },
 
     async getRegistration(traceId) {
-      const text = await store("GET registration", () => redis.get(keys.trace(traceId).reg));
+      const text = await store("get registration", () => redis.get(keys.trace(traceId).reg));
       return text === null ? null : (JSON.parse(text) as BindRegistration);
     },
 
     async getState(traceId) {
-      const text = await store("GET state", () => redis.get(keys.trace(traceId).state));
+      const text = await store("get state", () => redis.get(keys.trace(traceId).state));
+      const entry = channelOf(traceId);
+      if (entry && text !== null) entry.known = text;
       return text === null ? null : (JSON.parse(text) as BindState);
     },
 
-    async updateState(traceId, mutate) {
+    async updateState(traceId, mutate, updateOpts) {
       const k = keys.trace(traceId);
-      // Optimistic: read, mutate in JS, swap only if nobody wrote in between; a lost
-      // race means another update succeeded, so the retries are bounded.
+      const entry = channelOf(traceId);
+      // Optimistic: swap from the text last seen; a lost race answers the stored text, so
+      // the retry needs no read of its own. Each loss means another update succeeded.
+      let text = entry?.known ?? (await store("get state", () => redis.get(k.state)));
       for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt += 1) {
-        const text = await store("GET state", () => redis.get(k.state));
         if (text === null) return null;
         const current = JSON.parse(text) as BindState;
         const next = mutate(current);
         if (next === current) return current;
         const nextText = JSON.stringify(next);
-        const swapped = await store("update state", () =>
+        const expected: string = text;
+        const reply = await store("update state", () =>
           scripts.updateState(
             [k.state, k.reg],
-            [
-              text,
-              nextText,
-              next.version !== current.version ? "1" : "0",
-              next.final ? "1" : "0",
-              resultTtlMs,
-              k.events,
-            ],
+            [expected, nextText, next.final ? "1" : "0", resultTtlMs, k.events, updateOpts?.notBeforeMs ?? ""],
           ),
         );
-        if (swapped === 1) return JSON.parse(nextText) as BindState;
-        if (swapped === -1) return null;
+        const [code, stored] = reply as [number, string | undefined];
+        if (code === 1) {
+          if (entry) entry.known = nextText;
+          return JSON.parse(nextText) as BindState;
+        }
+        if (code === -1) return null;
+        if (code === 2) return current;
+        text = stored ?? null;
+        if (entry && text !== null) entry.known = text;
         // Spread competing writers a little so they do not collide again at once.
-        await delay(Math.random() * Math.min(20, 2 ** attempt));
+        if (attempt > 0) await delay(Math.random() * Math.min(20, 2 ** attempt));
       }
       throw new CoordinatorUnavailableError(
         `state of trace ${traceId} kept changing under ${MAX_CAS_ATTEMPTS} update attempts`,
@@ -273,7 +364,8 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
           keys: k,
           listeners: new Set(),
           // Resolves on the server's acknowledgement: from then on no publish is missed.
-          ready: subscriber.ssubscribe(k.events).then(() => undefined),
+          ready: store("subscribe", () => subscriber.ssubscribe(k.events)).then(() => undefined),
+          known: null,
         };
         created.ready.catch(() => {
           if (channels.get(created.channel) !== created) return;
@@ -300,65 +392,64 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
         subscribed.listeners.delete(listener);
         if (subscribed.listeners.size > 0 || channels.get(subscribed.channel) !== subscribed) return;
         channels.delete(subscribed.channel);
-        await store("SUNSUBSCRIBE", () => dropChannel(subscribed.channel));
+        await store("unsubscribe", () => dropChannel(subscribed.channel));
       };
     },
 
-    async setInterest(traceId, instanceId, untilMs) {
-      const k = keys.trace(traceId);
-      await store("set interest", () => scripts.setInterest([k.reg, k.interest], [instanceId, untilMs, now()]));
-    },
-
-    async hasInterest(traceId, nowMs) {
-      const k = keys.trace(traceId);
-      return (await store("has interest", () => scripts.hasInterest([k.reg, k.interest], [nowMs]))) === 1;
-    },
-
-    async acquireLease(traceId, ttlMs) {
+    async acquireLease(traceId, leaseMs): Promise<LeaseTake> {
       const k = keys.trace(traceId);
       const token = randomUUID();
-      const acquired = await store("acquire lease", () => scripts.acquireLease([k.reg, k.lease], [token, pxOf(ttlMs)]));
-      return acquired === 1 ? token : null;
+      const reply = await store("acquire lease", () => scripts.acquireLease([k.reg, k.poll], [token, pxOf(leaseMs)]));
+      const [code, ms] = reply as [number, number | undefined];
+      if (code === 1) return { kind: "acquired", token };
+      if (code === 2) return { kind: "held", ms: Math.max(0, ms ?? 0) };
+      return { kind: "missing" };
     },
 
-    async renewLease(traceId, token, ttlMs) {
+    async renewLease(traceId, token, leaseMs) {
       const k = keys.trace(traceId);
-      return (await store("renew lease", () => scripts.renewLease([k.lease], [token, pxOf(ttlMs)]))) === 1;
+      return (await store("renew lease", () => scripts.renewLease([k.poll], [token, pxOf(leaseMs), k.events]))) === 1;
     },
 
-    async releaseLease(traceId, token) {
+    async releaseLease(traceId, token, minGapMs) {
       const k = keys.trace(traceId);
-      await store("release lease", () => scripts.releaseLease([k.lease, k.state, k.events], [token]));
+      await store("release lease", () => scripts.releaseLease([k.poll], [token, Math.ceil(minGapMs), k.events]));
     },
 
-    async beginCall(traceId, token, nowMs, minGapMs): Promise<CallGate> {
+    async beginCall(traceId, token, call): Promise<CallGate> {
+      const quiet = quietUntil - Date.now();
+      if (quiet > 0) return { kind: "wait", ms: quiet };
       const k = keys.trace(traceId);
-      // The start time matters only for minGap; the slack covers clock skew and stalled callers.
-      const lastCallTtlMs = pxOf(minGapMs + LAST_CALL_SLACK_MS);
       const reply = await store("begin call", () =>
-        scripts.beginCall([k.lease, k.lastCall], [token, nowMs, minGapMs, lastCallTtlMs]),
+        scripts.beginCall([k.poll], [token, Math.ceil(call.minGapMs), pxOf(call.leaseMs), Math.floor(call.deadlineMs)]),
       );
-      const [kind, untilMs] = reply as [number, number | undefined];
-      if (kind === 1) return { kind: "go" };
-      if (kind === 2 && untilMs !== undefined) return { kind: "wait", untilMs };
+      const [code, a, b] = reply as [number, number | undefined, number | undefined];
+      if (code === 1) {
+        learnClock(a);
+        return { kind: "go" };
+      }
+      if (code === 2) {
+        learnClock(b);
+        return { kind: "wait", ms: Math.max(1, a ?? 1) };
+      }
+      if (code === 3) {
+        learnClock(a);
+        return { kind: "expired" };
+      }
       return { kind: "lost" };
     },
 
-    async takeCallPermit(nowMs): Promise<Permit> {
-      const { budget, ban } = keys.upstream;
-      const idleTtlMs = pxOf((BUDGET_CAPACITY * 1000) / opts.upstreamQps + BUDGET_IDLE_TTL_MS);
-      const reply = await store("take call permit", () =>
-        scripts.takePermit([budget, ban], [nowMs, opts.upstreamQps, BUDGET_CAPACITY, idleTtlMs]),
-      );
-      const [ok, untilMs] = reply as [number, number | undefined];
-      return ok === 1 || untilMs === undefined ? { kind: "go" } : { kind: "wait", untilMs };
+    async takeCallPermit(): Promise<Permit> {
+      const reply = await store("take permit", () => scripts.takePermit([keys.upstream.budget], [paceMs]));
+      const [ok, ms] = reply as [number, number | undefined];
+      return ok === 1 || ms === undefined ? { kind: "go" } : { kind: "wait", ms };
     },
 
-    async banUpstream(untilMs) {
-      await store("ban upstream", () => scripts.banUpstream([keys.upstream.ban], [untilMs, now()]));
+    async banUpstream(ms) {
+      await store("ban upstream", () => scripts.banUpstream([keys.upstream.budget], [Math.ceil(ms)]));
     },
 
-    async takeRegistration(key, perMinute) {
+    async takeRegistration(key, perMinute): Promise<QuotaTake> {
       const reply = await store("take registration", () =>
         scripts.takeRegistration([keys.quota(key)], [perMinute, "take"]),
       );
@@ -394,6 +485,10 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       subscriber.off("smessage", onMessage);
       subscriber.off("ready", scheduleResync);
       subscriber.off("subscribersReady", scheduleResync);
+      redis.off("ready", onReady);
+      redis.off("close", onConnectionLost);
+      redis.off("-node", onConnectionLost);
+      redis.off("node error", onConnectionLost);
       if (resyncTimer) clearTimeout(resyncTimer);
       resyncTimer = null;
       const names = [...channels.keys()];
@@ -421,7 +516,7 @@ function toUnavailable(err: unknown, what: string): CoordinatorUnavailableError 
 const STATUSES: ReadonlySet<string> = new Set(BIND_STATUSES);
 
 /** Reads a state off the wire, or `null` when the text is not one of this trace's states. */
-function parsePublishedState(text: string, traceId: string): BindState | null {
+function parseState(text: string, traceId: string): BindState | null {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -440,72 +535,11 @@ function parsePublishedState(text: string, traceId: string): BindState | null {
   return ok ? (value as BindState) : null;
 }
 
-export interface RedisConnectionOptions {
-  /** Receives connection errors (refused, reset, …) instead of an unhandled 'error' event. */
-  readonly onError?: (err: Error, connection: "command" | "subscriber") => void;
-  /** Shown in CLIENT LIST; the subscriber gets `-sub` appended. */
-  readonly connectionName?: string;
-}
-
-export interface RedisConnections {
-  readonly redis: Redis;
-  readonly subscriber: Redis;
-  /** Quits both connections (the coordinator never does). */
-  close(): Promise<void>;
-}
-
-/**
- * The command and subscriber connections for one standalone Redis URL, set up to fail
- * fast while Redis is down (the API answers 503) and to reconnect by themselves.
- *
- * - `enableOfflineQueue: true`: a command issued during a reconnect waits for it
- *   instead of failing, so a blip (failover, restart) is absorbed and start-up does
- *   not race the first connect; how long it may wait is bounded by the next two.
- * - `maxRetriesPerRequest: 1`: queued commands are failed after the second failed
- *   reconnection attempt instead of waiting forever.
- * - `commandTimeout` / `connectTimeout`: a hung or black-holed server fails a call
- *   within seconds. A command that timed out may still run later from the queue;
- *   every script is safe to apply late (compare-and-set, token compare).
- * - `retryStrategy`: reconnect after 100 ms, 200 ms, … at most every 2 s, forever.
- *
- * Cluster URLs are not handled here: build `new Cluster(nodes, { shardedSubscribers: true, … })`.
- *
- * @example const { redis, subscriber, close } = createRedisConnections("redis://127.0.0.1:6379", { onError: (err) => log.warn({ err }, "redis") });
- */
-export function createRedisConnections(url: string, opts: RedisConnectionOptions = {}): RedisConnections {
-  const name = opts.connectionName ?? "bindwatch";
-  const common = {
-    lazyConnect: false,
-    enableOfflineQueue: true,
-    maxRetriesPerRequest: 1,
-    connectTimeout: 2_000,
-    commandTimeout: 2_000,
-    enableReadyCheck: true,
-    retryStrategy: (attempt: number) => Math.min(attempt * 100, 2_000),
-  };
-  const redis = new Redis(url, { ...common, connectionName: name });
-  const subscriber = new Redis(url, { ...common, connectionName: `${name}-sub`, autoResubscribe: true });
-  // Without a listener an 'error' event would crash the process; ioredis keeps reconnecting anyway.
-  redis.on("error", (err: Error) => opts.onError?.(err, "command"));
-  subscriber.on("error", (err: Error) => opts.onError?.(err, "subscriber"));
-  return {
-    redis,
-    subscriber,
-    async close() {
-      await Promise.allSettled([quit(redis), quit(subscriber)]);
-    },
-  };
-}
-
-/** QUIT when connected (lets replies drain), else drop the socket and stop reconnecting. */
-async function quit(client: Redis): Promise<void> {
-  if (client.status === "ready") {
-    try {
-      await client.quit();
-      return;
-    } catch {
-      // fall through to a hard disconnect
-    }
-  }
-  client.disconnect();
+/** A message of a trace's channel (see redis-keys.ts), or `null` when it is not one. */
+function parseTraceMessage(message: string, traceId: string): TraceEvent | null {
+  if (message === "a") return { kind: "alive" };
+  if (message === "r") return { kind: "released" };
+  if (!message.startsWith("s")) return null;
+  const state = parseState(message.slice(1), traceId);
+  return state ? { kind: "state", state } : null;
 }

@@ -7,22 +7,20 @@ export interface TraceKeys {
   readonly reg: string;
   /** String: the state object as JSON; compared and swapped as text. */
   readonly state: string;
-  /** String: the poll lease token (PX = lease ttl). */
-  readonly lease: string;
-  /** String: when the last checkbind call started, in caller-clock ms. */
-  readonly lastCall: string;
-  /** ZSET: member = instance id, score = wanted until (ms). */
-  readonly interest: string;
-  /** Sharded pub/sub channel (SPUBLISH/SSUBSCRIBE) carrying each new state's JSON. */
+  /**
+   * String `<token>:<ms>`: the poll lease's holder (empty once released) and when the last
+   * call started on the Redis clock (empty before the first); PX = the lease. One key, so
+   * recording a call's start renews the lease in the same write.
+   */
+  readonly poll: string;
+  /** Sharded pub/sub channel (SPUBLISH/SSUBSCRIBE): `s<state JSON>`, `a` (holder alive), `r` (released). */
   readonly events: string;
 }
 
-/** The deployment-wide keys of the upstream budget (SPEC §4.5); they share their own hash tag. */
+/** The deployment-wide key of the upstream budget (SPEC §4.5), with a hash tag of its own. */
 export interface UpstreamKeys {
-  /** Hash: the token bucket (`tokens`, `updated_ms`). */
+  /** String: the earliest time the next call may start, ms on the Redis clock (a ban moves it). */
   readonly budget: string;
-  /** String: a TOP rate-limit ban in force until this time (ms). */
-  readonly ban: string;
 }
 
 export interface RedisKeys {
@@ -36,9 +34,8 @@ export interface RedisKeys {
 /**
  * The one place Redis key names come from.
  *
- * The budget and the ban are read together by one script, so in a Cluster they must
- * live in one slot: both carry the tag `{upstream}`. A prefix containing `{` or `}`
- * would replace the trace's hash tag with its own and is rejected.
+ * The budget carries the tag `{upstream}`, each quota `{quota:<key>}`. A prefix
+ * containing `{` or `}` would replace the trace's hash tag with its own and is rejected.
  *
  * @example createRedisKeys("bw:").trace("t-1").state // "bw:{t-1}:state"
  */
@@ -46,22 +43,12 @@ export function createRedisKeys(prefix: string = DEFAULT_KEY_PREFIX): RedisKeys 
   if (prefix.includes("{") || prefix.includes("}")) {
     throw new TypeError(`Redis key prefix must not contain "{" or "}" (it would change the hash tag): ${prefix}`);
   }
-  const upstream: UpstreamKeys = Object.freeze({
-    budget: `${prefix}{upstream}:budget`,
-    ban: `${prefix}{upstream}:ban`,
-  });
+  const upstream: UpstreamKeys = Object.freeze({ budget: `${prefix}{upstream}:budget` });
   return Object.freeze({
     prefix,
     trace(traceId: string): TraceKeys {
       const base = `${prefix}{${traceId}}`;
-      return {
-        reg: `${base}:reg`,
-        state: `${base}:state`,
-        lease: `${base}:lease`,
-        lastCall: `${base}:last_call`,
-        interest: `${base}:interest`,
-        events: `${base}:events`,
-      };
+      return { reg: `${base}:reg`, state: `${base}:state`, poll: `${base}:poll`, events: `${base}:events` };
     },
     upstream,
     quota: (key: string) => `${prefix}{quota:${key}}:registrations`,

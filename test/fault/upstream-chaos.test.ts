@@ -237,12 +237,13 @@ function recordingCoordinator(inner: Coordinator): { coordinator: Coordinator; l
   const unused: Moment[] = [];
   const coordinator: Coordinator = {
     ...inner,
-    async banUpstream(untilMs) {
-      log.bans.push({ ...moment(), untilMs });
-      return inner.banUpstream(untilMs);
+    async banUpstream(ms) {
+      const m = moment();
+      log.bans.push({ ...m, untilMs: m.at + ms });
+      return inner.banUpstream(ms);
     },
-    async takeCallPermit(nowMs) {
-      const permit = await inner.takeCallPermit(nowMs);
+    async takeCallPermit() {
+      const permit = await inner.takeCallPermit();
       if (permit.kind === "go") {
         const m = moment();
         log.permits.push(m);
@@ -250,9 +251,9 @@ function recordingCoordinator(inner: Coordinator): { coordinator: Coordinator; l
       }
       return permit;
     },
-    async beginCall(traceId, token, nowMs, minGapMs) {
+    async beginCall(traceId, token, call) {
       const permit = unused.shift() ?? null;
-      const gate = await inner.beginCall(traceId, token, nowMs, minGapMs);
+      const gate = await inner.beginCall(traceId, token, call);
       if (gate.kind === "go") log.calls.push({ ...moment(), traceId, permit });
       return gate;
     },

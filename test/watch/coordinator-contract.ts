@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import type { BindRegistration, BindState } from "../../src/domain/bind.js";
-import { createInitialState } from "../../src/domain/state.js";
-import type { Coordinator, Unsubscribe } from "../../src/watch/coordinator.js";
+import type { Coordinator, LeaseTake, TraceEvent, Unsubscribe } from "../../src/watch/coordinator.js";
 
 /** What the suite configures; every engine's factory must honour it. */
 export interface CoordinatorContractOptions {
@@ -72,10 +71,21 @@ async function waitFor(condition: () => boolean | Promise<boolean>, what: string
   }
 }
 
+/** The states among a listener's events. */
+function statesOf(events: readonly TraceEvent[]): BindState[] {
+  return events.flatMap((e) => (e.kind === "state" ? [e.state] : []));
+}
+
+function tokenOf(take: LeaseTake): string {
+  if (take.kind !== "acquired") throw new Error(`expected the lease, got ${JSON.stringify(take)}`);
+  return take.token;
+}
+
 /**
- * The behaviour every Coordinator must have (in-memory, Redis standalone and Cluster,
- * Durable Object). `makeCoordinator` is called once or more per test with the options
- * to use, and must give a fresh store (e.g. a fresh key prefix).
+ * The behaviour every Coordinator must have (in-memory, Redis standalone, Sentinel and
+ * Cluster, Durable Object). `makeCoordinator` is called once or more per test with the
+ * options to use, and must give a fresh store (e.g. a fresh key prefix). Times are the
+ * store's: the suite only ever hands durations and reads what the store says.
  *
  * @example describeCoordinatorContract("memory", async (o) => { const c = createMemoryCoordinator(o); return { coordinator: c, cleanup: () => c.close() }; }, { sharedByInstances: false });
  */
@@ -97,7 +107,7 @@ export function describeCoordinatorContract(
     }
 
     async function registered(c: Coordinator, reg: BindRegistration = registration(newTraceId())) {
-      const result = await c.register(reg, createInitialState(reg, Date.now(), BIND_TIMEOUT_MS));
+      const result = await c.register(reg, BIND_TIMEOUT_MS);
       if (result.kind === "conflict") throw new Error("unexpected conflict");
       return { reg, traceId: reg.trace_id, state: result.state };
     }
@@ -107,11 +117,19 @@ export function describeCoordinatorContract(
     });
 
     describe("registration", () => {
-      it("creates a trace, answers existing for the same parameters in any key order, conflict otherwise", async () => {
+      it("creates a trace on the store's clock, answers existing for the same parameters in any key order, conflict otherwise", async () => {
         const { a, b } = await open();
         const reg = registration(newTraceId(), { authCode: "x", ssProductKey: "y" });
-        const initial = createInitialState(reg, Date.now(), BIND_TIMEOUT_MS);
-        expect(await a.register(reg, initial)).toEqual({ kind: "created", state: initial });
+        const created = await a.register(reg, BIND_TIMEOUT_MS);
+        expect(created.kind).toBe("created");
+        const initial = created.kind === "created" ? created.state : null;
+        expect(initial).toMatchObject({ trace_id: reg.trace_id, status: "pending", final: false, version: 1 });
+        // The store's clock is this machine's here: created_at is now, expires_at the timeout later.
+        const createdAt = Date.parse(initial?.created_at ?? "");
+        expect(Math.abs(createdAt - Date.now())).toBeLessThan(5_000);
+        expect(Date.parse(initial?.expires_at ?? "") - createdAt).toBe(BIND_TIMEOUT_MS);
+        expect(initial?.updated_at).toBe(initial?.created_at);
+        expect(Math.abs(a.now() - Date.now())).toBeLessThan(5_000);
 
         const reordered: BindRegistration = {
           params: { ssProductKey: "y", authCode: "x" },
@@ -121,13 +139,11 @@ export function describeCoordinatorContract(
           open_id: reg.open_id,
           trace_id: reg.trace_id,
         };
-        const later = createInitialState(reg, Date.now() + 5_000, BIND_TIMEOUT_MS);
-        expect(await b.register(reordered, later)).toEqual({ kind: "existing", state: initial });
-
-        expect(await b.register({ ...reg, params: { authCode: "other", ssProductKey: "y" } }, later)).toEqual({
-          kind: "conflict",
-        });
-        expect(await a.register({ ...reg, iot_id: "iot-9" }, later)).toEqual({ kind: "conflict" });
+        expect(await b.register(reordered, BIND_TIMEOUT_MS)).toEqual({ kind: "existing", state: initial });
+        expect(await b.register({ ...reg, params: { authCode: "other", ssProductKey: "y" } }, BIND_TIMEOUT_MS)).toEqual(
+          { kind: "conflict" },
+        );
+        expect(await a.register({ ...reg, iot_id: "iot-9" }, BIND_TIMEOUT_MS)).toEqual({ kind: "conflict" });
         expect(await a.getState(reg.trace_id)).toEqual(initial);
       });
 
@@ -139,6 +155,17 @@ export function describeCoordinatorContract(
         expect(await a.getRegistration(newTraceId())).toBeNull();
         expect(await a.getState(newTraceId())).toBeNull();
       });
+
+      it("re-asserts a trace it does not know, and leaves one it knows as it is", async () => {
+        const { a, b } = await open();
+        const { reg, state } = await registered(a);
+        const other = registration(newTraceId());
+        const seen = { ...state, trace_id: other.trace_id, version: 4, attempts: 9 };
+        expect(await b.reassert(other, seen, null)).toEqual(seen);
+        expect(await a.getState(other.trace_id)).toEqual(seen);
+        expect(await a.getRegistration(other.trace_id)).toEqual(other);
+        expect(await a.reassert(reg, { ...state, version: 7 }, null)).toEqual(state);
+      });
     });
 
     describe("state updates and fan-out", () => {
@@ -147,11 +174,11 @@ export function describeCoordinatorContract(
         expect(await a.updateState(newTraceId(), bump)).toBeNull();
       });
 
-      it("publishes only version changes and resolves to the stored state", async () => {
+      it("publishes every write, resolves to the stored state, and skips a mutation that changes nothing", async () => {
         const { a, b } = await open();
         const { traceId, state } = await registered(a);
-        const received: BindState[] = [];
-        const unsubscribe = await b.subscribe(traceId, (s) => received.push(s));
+        const received: TraceEvent[] = [];
+        const unsubscribe = await b.subscribe(traceId, (e) => received.push(e));
 
         const touched = await a.updateState(traceId, touch);
         expect(touched).toEqual({ ...state, attempts: 1 });
@@ -163,9 +190,9 @@ export function describeCoordinatorContract(
         const bumped = await a.updateState(traceId, bump);
         expect(bumped?.version).toBe(2);
         expect(await b.getState(traceId)).toEqual(bumped);
-        // Messages of one trace arrive in order, so had the touch been published it would be first.
-        await waitFor(() => received.length >= 1, "the published state");
-        expect(received).toEqual([bumped]);
+        // A write with no new version is published too: it shows the poller is alive.
+        await waitFor(() => statesOf(received).length >= 2, "the published states");
+        expect(statesOf(received)).toEqual([touched, bumped]);
         await unsubscribe();
       });
 
@@ -180,13 +207,25 @@ export function describeCoordinatorContract(
         expect(attempts).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       });
 
+      it("applies an update with notBeforeMs only once the store's clock reached it", async () => {
+        const { a, b } = await open();
+        const { traceId, state } = await registered(a);
+        const later = await a.updateState(traceId, bump, { notBeforeMs: a.now() + 60_000 });
+        expect(later).toEqual(state);
+        expect(await b.getState(traceId)).toEqual(state);
+        const due = await b.updateState(traceId, bump, { notBeforeMs: b.now() - 1_000 });
+        expect(due?.version).toBe(2);
+      });
+
       it("never lets a reader that subscribes and then reads miss a change", async () => {
         const { a, b } = await open();
         const { traceId } = await registered(a);
         const readers: Promise<{ read: number; seen: Set<number>; unsubscribe: Unsubscribe }>[] = [];
         const startReader = async () => {
           const seen = new Set<number>();
-          const unsubscribe = await b.subscribe(traceId, (s) => seen.add(s.version));
+          const unsubscribe = await b.subscribe(traceId, (e) => {
+            if (e.kind === "state") seen.add(e.state.version);
+          });
           const read = (await b.getState(traceId))?.version ?? 0;
           seen.add(read);
           return { read, seen, unsubscribe };
@@ -208,21 +247,21 @@ export function describeCoordinatorContract(
         const { a, second } = await open();
         if (!second) throw new Error("an engine shared by instances must give `second`");
         const { traceId } = await registered(a);
-        const received: BindState[] = [];
-        const unsubscribe = await second.subscribe(traceId, (s) => received.push(s));
+        const received: TraceEvent[] = [];
+        const unsubscribe = await second.subscribe(traceId, (e) => received.push(e));
         const next = await a.updateState(traceId, bump);
         await waitFor(() => received.length === 1, "the state on the second instance");
-        expect(received[0]).toEqual(next);
+        expect(received).toEqual([{ kind: "state", state: next }]);
         await unsubscribe();
       });
 
       it("stops delivering to a listener once it unsubscribes", async () => {
         const { a, b } = await open();
         const { traceId } = await registered(a);
-        const gone: BindState[] = [];
-        const kept: BindState[] = [];
-        const unsubscribeGone = await b.subscribe(traceId, (s) => gone.push(s));
-        const unsubscribeKept = await b.subscribe(traceId, (s) => kept.push(s));
+        const gone: TraceEvent[] = [];
+        const kept: TraceEvent[] = [];
+        const unsubscribeGone = await b.subscribe(traceId, (e) => gone.push(e));
+        const unsubscribeKept = await b.subscribe(traceId, (e) => kept.push(e));
         await unsubscribeGone();
         await unsubscribeGone(); // a second call is harmless
 
@@ -232,11 +271,11 @@ export function describeCoordinatorContract(
 
         // With no listener left, a new subscription starts afresh and works.
         await unsubscribeKept();
-        const again: BindState[] = [];
-        const unsubscribeAgain = await b.subscribe(traceId, (s) => again.push(s));
+        const again: TraceEvent[] = [];
+        const unsubscribeAgain = await b.subscribe(traceId, (e) => again.push(e));
         const next = await a.updateState(traceId, bump);
         await waitFor(() => again.length === 1, "delivery after re-subscribing");
-        expect(again).toEqual([next]);
+        expect(statesOf(again)).toEqual([next]);
         expect(kept).toHaveLength(1);
         expect(gone).toEqual([]);
         await unsubscribeAgain();
@@ -244,147 +283,176 @@ export function describeCoordinatorContract(
     });
 
     describe("poll lease", () => {
-      it("is exclusive until released, and only its token renews or releases it", async () => {
+      it("is exclusive until released, says how long it is held, and only its token renews or releases it", async () => {
         const { a, b } = await open();
         const { traceId } = await registered(a);
-        expect(await a.acquireLease(newTraceId(), 10_000)).toBeNull();
+        expect(await a.acquireLease(newTraceId(), 10_000)).toEqual({ kind: "missing" });
 
-        const token = await a.acquireLease(traceId, 10_000);
-        expect(token).toEqual(expect.any(String));
-        expect(await a.acquireLease(traceId, 10_000)).toBeNull();
-        expect(await b.acquireLease(traceId, 10_000)).toBeNull();
+        const token = tokenOf(await a.acquireLease(traceId, 10_000));
+        for (const other of [await a.acquireLease(traceId, 10_000), await b.acquireLease(traceId, 10_000)]) {
+          expect(other.kind).toBe("held");
+          const ms = other.kind === "held" ? other.ms : 0;
+          expect(ms).toBeGreaterThan(5_000);
+          expect(ms).toBeLessThanOrEqual(10_000);
+        }
 
-        expect(await b.renewLease(traceId, token!, 10_000)).toBe(true);
+        expect(await b.renewLease(traceId, token, 10_000)).toBe(true);
         expect(await a.renewLease(traceId, "not-the-token", 10_000)).toBe(false);
-        await b.releaseLease(traceId, "not-the-token");
-        expect(await b.acquireLease(traceId, 10_000)).toBeNull();
+        await b.releaseLease(traceId, "not-the-token", 1_000);
+        expect((await b.acquireLease(traceId, 10_000)).kind).toBe("held");
 
-        await a.releaseLease(traceId, token!);
-        expect(await a.renewLease(traceId, token!, 10_000)).toBe(false);
-        const successor = await b.acquireLease(traceId, 10_000);
-        expect(successor).toEqual(expect.any(String));
+        await a.releaseLease(traceId, token, 1_000);
+        expect(await a.renewLease(traceId, token, 10_000)).toBe(false);
+        const successor = tokenOf(await b.acquireLease(traceId, 10_000));
         expect(successor).not.toBe(token);
       });
 
-      it("lapses after its ttl; the stale holder can neither renew nor release its successor's lease", async () => {
+      it("lapses after its time; the stale holder can neither renew nor release its successor's lease", async () => {
         const { a, b } = await open();
         const { traceId } = await registered(a);
-        const stale = await a.acquireLease(traceId, 200);
-        expect(stale).not.toBeNull();
+        const stale = tokenOf(await a.acquireLease(traceId, 200));
         let successor: string | null = null;
         await waitFor(async () => {
-          successor = await b.acquireLease(traceId, 30_000);
+          const take = await b.acquireLease(traceId, 30_000);
+          successor = take.kind === "acquired" ? take.token : null;
           return successor !== null;
         }, "the lease to lapse");
-        expect(await a.renewLease(traceId, stale!, 30_000)).toBe(false);
-        await a.releaseLease(traceId, stale!);
-        expect(await a.acquireLease(traceId, 30_000)).toBeNull();
-        expect(await b.renewLease(traceId, successor!, 30_000)).toBe(true);
+        expect(await a.renewLease(traceId, stale, 30_000)).toBe(false);
+        await a.releaseLease(traceId, stale, 1_000);
+        expect((await a.acquireLease(traceId, 30_000)).kind).toBe("held");
+        expect(await b.renewLease(traceId, successor ?? "", 30_000)).toBe(true);
       });
 
-      it("announces its release to subscribers by re-publishing the current state", async () => {
+      it("announces a renewal (the holder is alive) and a release to subscribers", async () => {
         const { a, b } = await open();
-        const { traceId, state } = await registered(a);
-        const token = await a.acquireLease(traceId, 10_000);
-        const seen: BindState[] = [];
-        const unsubscribe = await b.subscribe(traceId, (s) => seen.push(s));
-        await a.releaseLease(traceId, "not-the-token");
-        await a.releaseLease(traceId, token!);
-        await waitFor(() => seen.length > 0, "the release announcement");
-        expect(seen).toEqual([state]);
+        const { traceId } = await registered(a);
+        const token = tokenOf(await a.acquireLease(traceId, 10_000));
+        const seen: TraceEvent[] = [];
+        const unsubscribe = await b.subscribe(traceId, (e) => seen.push(e));
+        expect(await a.renewLease(traceId, token, 10_000)).toBe(true);
+        await a.releaseLease(traceId, "not-the-token", 1_000);
+        await a.releaseLease(traceId, token, 1_000);
+        await waitFor(() => seen.length >= 2, "the announcements");
+        expect(seen).toEqual([{ kind: "alive" }, { kind: "released" }]);
         await unsubscribe();
       });
 
       acrossInstances("held via one instance blocks the other", async () => {
         const { a, second } = await open();
         if (!second) throw new Error("an engine shared by instances must give `second`");
-        const { traceId } = await registered(a);
-        const token = await a.acquireLease(traceId, 10_000);
-        expect(token).not.toBeNull();
-        expect(await second.acquireLease(traceId, 10_000)).toBeNull();
-        expect(await second.beginCall(traceId, "not-the-token", Date.now(), 1_000)).toEqual({ kind: "lost" });
-        await a.releaseLease(traceId, token!);
-        expect(await second.acquireLease(traceId, 10_000)).not.toBeNull();
+        const { traceId, state } = await registered(a);
+        const token = tokenOf(await a.acquireLease(traceId, 10_000));
+        expect((await second.acquireLease(traceId, 10_000)).kind).toBe("held");
+        const call = { minGapMs: 1_000, leaseMs: 10_000, deadlineMs: Date.parse(state.expires_at) };
+        expect(await second.beginCall(traceId, "not-the-token", call)).toEqual({ kind: "lost" });
+        await a.releaseLease(traceId, token, 1_000);
+        expect((await second.acquireLease(traceId, 10_000)).kind).toBe("acquired");
       });
     });
 
     describe("call gate", () => {
-      it("lets the lease holder start calls at least minGap apart and refuses anyone else", async () => {
+      it("lets the lease holder start calls at least minGap apart, from any instance, and refuses anyone else", async () => {
         const { a, b } = await open();
-        const { traceId } = await registered(a);
-        const t0 = Date.now();
-        const token = await a.acquireLease(traceId, 30_000);
-        expect(token).not.toBeNull();
-        expect(await a.beginCall(traceId, token!, t0, 1_000)).toEqual({ kind: "go" });
-        expect(await a.beginCall(traceId, token!, t0 + 400, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 1_000 });
-        expect(await b.beginCall(traceId, token!, t0 + 999, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 1_000 });
-        expect(await b.beginCall(traceId, token!, t0 + 1_000, 1_000)).toEqual({ kind: "go" });
-        // The spacing counts from the last start, whoever recorded it.
-        expect(await a.beginCall(traceId, token!, t0 + 1_500, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 2_000 });
-        expect(await a.beginCall(traceId, "not-the-token", t0 + 5_000, 1_000)).toEqual({ kind: "lost" });
-        expect(await a.beginCall(newTraceId(), token!, t0 + 5_000, 1_000)).toEqual({ kind: "lost" });
-        await a.releaseLease(traceId, token!);
-        expect(await a.beginCall(traceId, token!, t0 + 5_000, 1_000)).toEqual({ kind: "lost" });
+        const { traceId, state } = await registered(a);
+        const call = { minGapMs: 400, leaseMs: 30_000, deadlineMs: Date.parse(state.expires_at) };
+        const token = tokenOf(await a.acquireLease(traceId, 30_000));
+        expect(await a.beginCall(traceId, token, call)).toEqual({ kind: "go" });
+        const held = await b.beginCall(traceId, token, call);
+        expect(held.kind).toBe("wait");
+        const ms = held.kind === "wait" ? held.ms : 0;
+        expect(ms).toBeGreaterThan(0);
+        expect(ms).toBeLessThanOrEqual(400);
+        await delay(ms);
+        expect(await b.beginCall(traceId, token, call)).toEqual({ kind: "go" });
+        expect((await a.beginCall(traceId, token, call)).kind).toBe("wait");
+        expect(await a.beginCall(traceId, "not-the-token", call)).toEqual({ kind: "lost" });
+        expect(await a.beginCall(newTraceId(), token, call)).toEqual({ kind: "lost" });
+        await a.releaseLease(traceId, token, call.minGapMs);
+        expect(await a.beginCall(traceId, token, call)).toEqual({ kind: "lost" });
 
         // A new holder is still spaced from the previous holder's last call.
-        const next = await b.acquireLease(traceId, 30_000);
-        expect(await b.beginCall(traceId, next!, t0 + 2_500, 1_000)).toEqual({ kind: "go" });
-        expect(await a.beginCall(traceId, next!, t0 + 2_600, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 3_500 });
+        const next = tokenOf(await b.acquireLease(traceId, 30_000));
+        const spaced = await b.beginCall(traceId, next, call);
+        expect(spaced.kind).toBe("wait");
+        await delay(spaced.kind === "wait" ? spaced.ms : 0);
+        expect(await a.beginCall(traceId, next, call)).toEqual({ kind: "go" });
       });
 
-      it("spaces the first call after a registration that carries the previous call's start", async () => {
+      it("extends the lease when a call goes", async () => {
+        const { a, b } = await open();
+        const { traceId, state } = await registered(a);
+        const token = tokenOf(await a.acquireLease(traceId, 300));
+        expect(
+          await a.beginCall(traceId, token, {
+            minGapMs: 100,
+            leaseMs: 30_000,
+            deadlineMs: Date.parse(state.expires_at),
+          }),
+        ).toEqual({ kind: "go" });
+        await delay(500);
+        const take = await b.acquireLease(traceId, 1_000);
+        expect(take.kind).toBe("held");
+        expect(take.kind === "held" ? take.ms : 0).toBeGreaterThan(25_000);
+      });
+
+      it("says expired once the store's clock passed the deadline", async () => {
+        const { a } = await open();
+        const { traceId } = await registered(a);
+        const token = tokenOf(await a.acquireLease(traceId, 30_000));
+        const call = { minGapMs: 100, leaseMs: 30_000, deadlineMs: a.now() - 1 };
+        expect(await a.beginCall(traceId, token, call)).toEqual({ kind: "expired" });
+      });
+
+      it("spaces the first call after a re-assertion from the call seen before the loss", async () => {
         const { a } = await open();
         const reg = registration(newTraceId());
-        const t0 = Date.now();
-        const result = await a.register(reg, createInitialState(reg, t0, BIND_TIMEOUT_MS), t0);
-        expect(result.kind).toBe("created");
-        const token = await a.acquireLease(reg.trace_id, 30_000);
-        expect(await a.beginCall(reg.trace_id, token!, t0 + 300, 1_000)).toEqual({ kind: "wait", untilMs: t0 + 1_000 });
-        expect(await a.beginCall(reg.trace_id, token!, t0 + 1_000, 1_000)).toEqual({ kind: "go" });
+        // A state as an instance held it before the store lost its trace.
+        const { state } = await registered(a);
+        const seen = { ...state, trace_id: reg.trace_id };
+        await a.reassert(reg, seen, 100);
+        const token = tokenOf(await a.acquireLease(reg.trace_id, 30_000));
+        const call = { minGapMs: 1_000, leaseMs: 30_000, deadlineMs: Date.parse(seen.expires_at) };
+        const gate = await a.beginCall(reg.trace_id, token, call);
+        expect(gate.kind).toBe("wait");
+        const ms = gate.kind === "wait" ? gate.ms : 0;
+        expect(ms).toBeGreaterThan(500);
+        expect(ms).toBeLessThanOrEqual(900);
       });
     });
 
     describe("upstream budget", () => {
-      it("paces permits at the configured QPS of caller time, shared by every instance", async () => {
+      it("paces permits at the configured QPS, shared by every instance", async () => {
         const { a, b } = await open();
         const qps = CONTRACT_OPTIONS.upstreamQps;
-        const t0 = Date.now();
-        // Several callers at the same instant: one goes, the rest wait for the next token.
-        const burst = await Promise.all([a.takeCallPermit(t0), b.takeCallPermit(t0), a.takeCallPermit(t0)]);
+        // Several callers at once: one goes, the others wait for the next slot.
+        const burst = await Promise.all([a.takeCallPermit(), b.takeCallPermit(), a.takeCallPermit()]);
         expect(burst.filter((p) => p.kind === "go")).toHaveLength(1);
+        for (const p of burst) if (p.kind === "wait") expect(p.ms).toBeLessThanOrEqual(Math.ceil(1000 / qps));
 
-        const spanMs = 10_000;
-        const granted: number[] = [t0];
-        let t = t0;
-        for (let i = 0; t < t0 + spanMs; i += 1) {
-          const permit = await (i % 2 === 0 ? a : b).takeCallPermit(t);
-          if (permit.kind === "go") {
-            granted.push(t);
-            t += 1;
-          } else {
-            expect(permit.untilMs).toBeGreaterThan(t);
-            t = permit.untilMs;
-          }
+        const spanMs = 1_500;
+        const started = Date.now();
+        let granted = 0;
+        for (let i = 0; Date.now() - started < spanMs; i += 1) {
+          const permit = await (i % 2 === 0 ? a : b).takeCallPermit();
+          if (permit.kind === "go") granted += 1;
+          else await delay(permit.ms);
         }
         const expected = (spanMs / 1000) * qps;
-        expect(granted.length).toBeGreaterThanOrEqual(expected - 1);
-        expect(granted.length).toBeLessThanOrEqual(expected + 1);
-        for (let i = 1; i < granted.length; i += 1) {
-          expect(granted[i]! - granted[i - 1]!).toBeGreaterThanOrEqual(Math.floor(1000 / qps) - 1);
-        }
+        expect(granted).toBeGreaterThanOrEqual(expected - 2);
+        expect(granted).toBeLessThanOrEqual(expected + 1);
       });
 
-      it("holds every permit off until a ban ends, and a shorter ban never shortens it", async () => {
+      it("holds every permit off for a ban, and a shorter ban never shortens it", async () => {
         const { a, b } = await open();
-        const t0 = Date.now();
-        await a.banUpstream(t0 + 3_000);
-        expect(await b.takeCallPermit(t0 + 100)).toEqual({ kind: "wait", untilMs: t0 + 3_000 });
-        await b.banUpstream(t0 + 1_000);
-        expect(await a.takeCallPermit(t0 + 2_000)).toEqual({ kind: "wait", untilMs: t0 + 3_000 });
-        expect(await b.takeCallPermit(t0 + 2_999)).toEqual({ kind: "wait", untilMs: t0 + 3_000 });
-        expect(await a.takeCallPermit(t0 + 3_000)).toEqual({ kind: "go" });
-        await b.banUpstream(t0 + 8_000);
-        expect(await a.takeCallPermit(t0 + 4_000)).toEqual({ kind: "wait", untilMs: t0 + 8_000 });
+        await a.banUpstream(1_500);
+        await b.banUpstream(100);
+        const during = await b.takeCallPermit();
+        expect(during.kind).toBe("wait");
+        const ms = during.kind === "wait" ? during.ms : 0;
+        expect(ms).toBeGreaterThan(1_000);
+        expect(ms).toBeLessThanOrEqual(1_500);
+        await delay(ms);
+        expect(await a.takeCallPermit()).toEqual({ kind: "go" });
       });
     });
 
@@ -418,39 +486,6 @@ export function describeCoordinatorContract(
       });
     });
 
-    describe("interest", () => {
-      it("lasts until its time per instance, never shortens, and is seen by every instance", async () => {
-        const { a, b } = await open();
-        const { traceId } = await registered(a);
-        const t0 = Date.now();
-        expect(await a.hasInterest(traceId, t0)).toBe(false);
-        const unknown = newTraceId();
-        await a.setInterest(unknown, "i-1", t0 + 10_000);
-        expect(await a.hasInterest(unknown, t0)).toBe(false);
-
-        await a.setInterest(traceId, "i-1", t0 + 10_000);
-        expect(await b.hasInterest(traceId, t0)).toBe(true);
-        expect(await b.hasInterest(traceId, t0 + 9_999)).toBe(true);
-        expect(await b.hasInterest(traceId, t0 + 10_000)).toBe(false);
-
-        await b.setInterest(traceId, "i-1", t0 + 5_000);
-        expect(await a.hasInterest(traceId, t0 + 9_999)).toBe(true);
-
-        await b.setInterest(traceId, "i-2", t0 + 20_000);
-        expect(await a.hasInterest(traceId, t0 + 15_000)).toBe(true);
-        expect(await a.hasInterest(traceId, t0 + 20_000)).toBe(false);
-      });
-
-      it("expires with time", async () => {
-        const { a, b } = await open();
-        const { traceId } = await registered(a);
-        await a.setInterest(traceId, "i-1", Date.now() + 150);
-        await waitFor(async () => !(await b.hasInterest(traceId, Date.now())), "the interest to expire");
-        await b.setInterest(traceId, "i-2", Date.now() + 30_000);
-        expect(await a.hasInterest(traceId, Date.now())).toBe(true);
-      });
-    });
-
     describe("retention", () => {
       it("forgets a trace after the retention and keeps a final state for at least the result ttl", async () => {
         const { a, b } = await open({ retentionMs: 400, resultTtlMs: 2_500, upstreamQps: 5 });
@@ -468,7 +503,7 @@ export function describeCoordinatorContract(
         expect(await b.getRegistration(done.traceId)).toEqual(done.reg);
 
         // Forgotten means gone: registering the same trace_id again starts afresh.
-        const again = await a.register(pending.reg, createInitialState(pending.reg, Date.now(), BIND_TIMEOUT_MS));
+        const again = await a.register(pending.reg, BIND_TIMEOUT_MS);
         expect(again.kind).toBe("created");
 
         // Kept at least, not forever.

@@ -3,7 +3,6 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
-import { createInitialState } from "../../src/domain/state.js";
 import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
 import { redisContractSubject } from "../support/redis-contract.js";
 import { type RedisCluster, startRedisCluster } from "../support/redis-server.js";
@@ -75,10 +74,12 @@ describe("Redis Cluster coordinator", () => {
     });
     try {
       const reg = { trace_id: `trace-${randomUUID()}`, open_id: "o", product_key: "p", user_type: "ilop" };
-      const created = await writer.register(reg, createInitialState(reg, Date.now(), 180_000));
+      const created = await writer.register(reg, 180_000);
       expect(created.kind).toBe("created");
       const received: BindState[] = [];
-      await watcher.subscribe(reg.trace_id, (s) => received.push(s));
+      await watcher.subscribe(reg.trace_id, (e) => {
+        if (e.kind === "state") received.push(e.state);
+      });
 
       // Drop every pub/sub connection of the cluster, then change the state at once.
       await Promise.all(writerPair.redis.nodes("master").map((node) => node.call("CLIENT", "KILL", "TYPE", "pubsub")));

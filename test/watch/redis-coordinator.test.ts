@@ -3,13 +3,9 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BindRegistration, BindState } from "../../src/domain/bind.js";
-import { createInitialState } from "../../src/domain/state.js";
-import { type Coordinator, CoordinatorUnavailableError } from "../../src/watch/coordinator.js";
-import {
-  createRedisConnections,
-  createRedisCoordinator,
-  type RedisConnections,
-} from "../../src/watch/redis-coordinator.js";
+import { createRedisConnections, type RedisConnections } from "../../src/runtime/redis-connections.js";
+import { type Coordinator, CoordinatorUnavailableError, type TraceEvent } from "../../src/watch/coordinator.js";
+import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
 import { createRedisKeys } from "../../src/watch/redis-keys.js";
 import { redisContractSubject } from "../support/redis-contract.js";
 import { startRedisServer, useRedis } from "../support/redis-server.js";
@@ -53,9 +49,16 @@ function bump(state: BindState): BindState {
 }
 
 async function register(c: Coordinator, reg: BindRegistration): Promise<BindState> {
-  const result = await c.register(reg, createInitialState(reg, Date.now(), 180_000));
+  const result = await c.register(reg, 180_000);
   if (result.kind === "conflict") throw new Error("conflict");
   return result.state;
+}
+
+/** A listener that keeps the states among its events. */
+function collectStates(into: BindState[]): (event: TraceEvent) => void {
+  return (event) => {
+    if (event.kind === "state") into.push(event.state);
+  };
 }
 
 async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
@@ -90,7 +93,7 @@ describe("Redis coordinator", () => {
     const reg = registration();
     await register(writer, reg);
     const received: BindState[] = [];
-    await watcher.subscribe(reg.trace_id, (s) => received.push(s));
+    await watcher.subscribe(reg.trace_id, collectStates(received));
     const channel = createRedisKeys(prefix).trace(reg.trace_id).events;
     const subscribers = async () => {
       const reply = (await other.redis.call("PUBSUB", "SHARDNUMSUB", channel)) as [string, number];
@@ -126,20 +129,53 @@ describe("Redis coordinator", () => {
     const reg = registration();
     await register(coordinator, reg);
     const received: BindState[] = [];
-    await coordinator.subscribe(reg.trace_id, (s) => received.push(s));
+    await coordinator.subscribe(reg.trace_id, collectStates(received));
     const channel = createRedisKeys(prefix).trace(reg.trace_id).events;
     for (const junk of [
       "not json",
-      "[]",
-      "null",
-      '{"trace_id":"other","version":5}',
-      `{"trace_id":"${reg.trace_id}"}`,
+      "s not json",
+      "s[]",
+      "snull",
+      's{"trace_id":"other","version":5}',
+      `s{"trace_id":"${reg.trace_id}"}`,
+      "x",
     ]) {
       await other.redis.call("SPUBLISH", channel, junk);
     }
     const next = await coordinator.updateState(reg.trace_id, bump);
     await waitFor(() => received.length > 0, "the valid state");
     expect(received).toEqual([next]);
+  });
+
+  it("after losing its command connection, begins no call for the quiet period (SPEC §4.9)", async () => {
+    const prefix = `bwtest:${randomUUID()}:`;
+    const connections = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-quiet" });
+    cleanups.push(() => connections.close());
+    const coordinator = createRedisCoordinator({
+      redis: connections.redis,
+      subscriber: connections.subscriber,
+      prefix,
+      failoverQuietMs: 1_500,
+      ...OPTIONS,
+    });
+    cleanups.push(() => coordinator.close());
+    const reg = registration();
+    const state = await register(coordinator, reg);
+    const take = await coordinator.acquireLease(reg.trace_id, 30_000);
+    if (take.kind !== "acquired") throw new Error("no lease");
+    const call = { minGapMs: 10, leaseMs: 30_000, deadlineMs: Date.parse(state.expires_at) };
+    expect(await coordinator.beginCall(reg.trace_id, take.token, call)).toEqual({ kind: "go" });
+
+    const id = (await connections.redis.call("CLIENT", "ID")) as number;
+    await other.redis.call("CLIENT", "KILL", "ID", String(id));
+    await waitFor(() => coordinator.isReady(), "the reconnect");
+    const quiet = await coordinator.beginCall(reg.trace_id, take.token, call);
+    expect(quiet.kind).toBe("wait");
+    expect(quiet.kind === "wait" ? quiet.ms : 0).toBeGreaterThan(500);
+    await waitFor(
+      async () => (await coordinator.beginCall(reg.trace_id, take.token, call)).kind === "go",
+      "a call after the quiet period",
+    );
   });
 
   it("rejects a prefix that would change the hash tag", () => {
@@ -165,7 +201,7 @@ describe("Redis coordinator while Redis is down", () => {
       const reg = registration();
       await register(coordinator, reg);
       const received: BindState[] = [];
-      await coordinator.subscribe(reg.trace_id, (s) => received.push(s));
+      await coordinator.subscribe(reg.trace_id, collectStates(received));
       expect(await coordinator.isReady()).toBe(true);
 
       await server.stop();
@@ -173,7 +209,7 @@ describe("Redis coordinator while Redis is down", () => {
         ["getState", () => coordinator.getState(reg.trace_id)],
         ["updateState", () => coordinator.updateState(reg.trace_id, bump)],
         ["acquireLease", () => coordinator.acquireLease(reg.trace_id, 5_000)],
-        ["takeCallPermit", () => coordinator.takeCallPermit(Date.now())],
+        ["takeCallPermit", () => coordinator.takeCallPermit()],
         ["subscribe", () => coordinator.subscribe(`trace-${randomUUID()}`, () => {})],
       ];
       for (const [name, call] of calls) {

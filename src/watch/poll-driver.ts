@@ -1,0 +1,370 @@
+import type { BindRegistration, BindState } from "../domain/bind.js";
+import type { Logger } from "../domain/logger.js";
+import type { CheckbindOutcome } from "../domain/outcome.js";
+import { applyOutcome, deadlineOf, finishState } from "../domain/state.js";
+import type { CheckbindClient } from "../top/client.js";
+import { retryCheckbind } from "../top/retry.js";
+import type { Coordinator } from "./coordinator.js";
+import type { Hub, HubDriver, HubRegistry } from "./hub.js";
+import type { PermitQueue } from "./permit-queue.js";
+import { sleep } from "./sleep.js";
+
+/**
+ * How a trace is polled, derived from POLL_INTERVAL_MS. A dead poller is replaced within
+ * max(3 × interval, 5 s) (SPEC §4.4): its lease lapses after `leaseMs`, and an instance
+ * waiting for it tries once the poller has been silent `silenceMs`.
+ */
+export interface PollTimings {
+  readonly intervalMs: number;
+  /** Consecutive calls start at least this far apart (SPEC §4.1). */
+  readonly minGapMs: number;
+  readonly leaseMs: number;
+  /** The lease is renewed when no call has extended it for this long. */
+  readonly renewAfterMs: number;
+  /** A call still in flight this long after the lease was last extended is cut: another may take over. */
+  readonly guardMs: number;
+  /** An instance waiting for the lease tries once its holder has been silent this long. */
+  readonly silenceMs: number;
+  /** A driver stopped by a passing fault tries again after this long. */
+  readonly retryMs: number;
+  /** A call the gate held is aimed this far past the floor, the margin the cadence keeps. */
+  readonly gateSlackMs: number;
+}
+
+export function pollTimings(intervalMs: number): PollTimings {
+  const takeoverMs = Math.max(3 * intervalMs, 5_000);
+  const leaseMs = Math.floor(takeoverMs * 0.6);
+  return {
+    intervalMs,
+    minGapMs: Math.ceil(0.8 * intervalMs),
+    leaseMs,
+    // Past the next call of the normal cadence (≤ 1.1 × interval ≤ 0.62 × leaseMs): no renewal in steady state.
+    renewAfterMs: Math.floor(leaseMs * 0.75),
+    guardMs: leaseMs - 300,
+    silenceMs: leaseMs + 250,
+    retryMs: Math.max(50, Math.min(intervalMs, Math.floor(takeoverMs * 0.15))),
+    gateSlackMs: Math.ceil(0.1 * intervalMs),
+  };
+}
+
+export interface PollObserver {
+  onCall?(outcome: CheckbindOutcome["kind"], durationMs: number): void;
+  onFinished?(status: BindState["status"]): void;
+}
+
+export interface DriverEnv {
+  readonly coordinator: Coordinator;
+  readonly client: CheckbindClient;
+  readonly logger: Logger;
+  readonly observer: PollObserver | undefined;
+  readonly timings: PollTimings;
+  readonly random: () => number;
+  readonly permits: PermitQueue;
+  readonly hubs: HubRegistry;
+  readonly instanceId: string;
+  /** Whether this instance wants the trace polled now (watchers, linger). */
+  wanted(hub: Hub): boolean;
+  /** The instance is shutting down: drivers stop and are not restarted. */
+  stopping(): boolean;
+}
+
+class LeaseLostError extends Error {
+  override readonly name = "LeaseLostError";
+}
+
+/** The gate says the deadline has passed on the store's clock. */
+class DeadlinePassedError extends Error {
+  override readonly name = "DeadlinePassedError";
+}
+
+interface Lease {
+  readonly token: string;
+  /** When (this instance's clock) the lease was last extended, counted from the request's sending. */
+  extendedAt: number;
+}
+
+/**
+ * Runs the poll of one trace on this instance while it is wanted here: competes for
+ * the trace's lease, and while it holds it calls TOP once per interval through the
+ * deployment's budget and call gate, writing each answer to the stored state. Which
+ * instance polls is the coordinator's lease, so the same code is single flight alone in
+ * memory and across a cluster.
+ */
+export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
+  const { coordinator, logger, timings } = env;
+  const { traceId } = hub;
+  const log = { trace_id: traceId, instance: env.instanceId };
+  const controller = new AbortController();
+  const signal = controller.signal;
+  let lease: Lease | null = null;
+  /** Aborts the call in flight: the lease can no longer be vouched for. */
+  let callGuard: AbortController | null = null;
+  let renewTimer: ReturnType<typeof setTimeout> | null = null;
+  let waking: (() => void) | null = null;
+  let lastCallStartedAt: number | null = null;
+
+  // ---- the lease --------------------------------------------------------------
+
+  function dropLease(why: string): void {
+    if (!lease) return;
+    lease = null;
+    if (renewTimer) clearTimeout(renewTimer);
+    renewTimer = null;
+    callGuard?.abort(new LeaseLostError(why));
+    logger.info({ ...log, why }, "poll lease lost");
+  }
+
+  function extended(at: number): void {
+    if (!lease) return;
+    lease.extendedAt = at;
+    armRenewal();
+  }
+
+  /** Renews the lease when no call extended it for renewAfterMs; past guardMs unrenewed, gives it up. */
+  function armRenewal(): void {
+    if (renewTimer) clearTimeout(renewTimer);
+    const held = lease;
+    if (!held) return;
+    const due = held.extendedAt + timings.renewAfterMs - Date.now();
+    renewTimer = setTimeout(
+      () => {
+        renewTimer = null;
+        if (lease !== held) return;
+        if (Date.now() - held.extendedAt >= timings.guardMs) {
+          dropLease("not renewed in time");
+          return;
+        }
+        const sentAt = Date.now();
+        coordinator.renewLease(traceId, held.token, timings.leaseMs).then(
+          (ok) => {
+            if (lease !== held) return;
+            if (ok) extended(sentAt);
+            else dropLease("taken over");
+          },
+          (err: unknown) => {
+            if (lease !== held) return;
+            logger.warn({ ...log, err }, "lease renewal failed");
+            // Try again soon; past guardMs the lease is given up.
+            renewTimer = setTimeout(armRenewal, Math.min(500, timings.guardMs / 4));
+          },
+        );
+      },
+      Math.max(0, due),
+    );
+  }
+
+  /**
+   * Waits for a chance at the lease: its release is announced (`wake`), or its holder has
+   * been silent for silenceMs — counted from the last sign of life on the channel, or from
+   * the holder's last extension as `heldMs` tells it — and its lease has lapsed.
+   */
+  async function waitForLease(heldMs: number): Promise<void> {
+    const woken = new AbortController();
+    waking = () => woken.abort();
+    const wait = AbortSignal.any([signal, woken.signal]);
+    const extendedAt = Date.now() - (timings.leaseMs - heldMs);
+    try {
+      for (;;) {
+        const due = Math.max(hub.lastSignAt, extendedAt) + timings.silenceMs - Date.now();
+        if (due <= 0) return;
+        await sleep(due, wait);
+      }
+    } catch (err) {
+      if (!woken.signal.aborted || signal.aborted) throw err;
+    } finally {
+      waking = null;
+    }
+  }
+
+  // ---- one poll -----------------------------------------------------------------
+
+  async function registrationOf(): Promise<BindRegistration | null> {
+    hub.registration ??= await coordinator.getRegistration(traceId);
+    return hub.registration;
+  }
+
+  async function record(outcome: CheckbindOutcome): Promise<BindState | null> {
+    if (outcome.kind === "rate_limited") {
+      await coordinator.banUpstream(outcome.banMs);
+      logger.warn({ ...log, ban_ms: outcome.banMs }, "TOP rate limit: upstream calls held off");
+    }
+    const next = await coordinator.updateState(traceId, (s) => applyOutcome(s, outcome, coordinator.now()));
+    if (next) {
+      env.hubs.offer(hub, next);
+      if (next.final) env.observer?.onFinished?.(next.status);
+    }
+    return next;
+  }
+
+  /** Ends the trace as `expired`, once the store's clock has passed its deadline. */
+  async function expire(state: BindState): Promise<BindState | null> {
+    const next = await coordinator.updateState(traceId, (s) => finishState(s, "expired", coordinator.now()), {
+      notBeforeMs: deadlineOf(state),
+    });
+    if (next) {
+      env.hubs.offer(hub, next);
+      if (next.final && next.version !== state.version) env.observer?.onFinished?.(next.status);
+    }
+    return next;
+  }
+
+  /**
+   * One poll: calls TOP (retrying transient trouble with backoff) until an answer that is
+   * not an error, applying each answer to the stored state. "expired" when the gate says
+   * the deadline has passed on the store's clock.
+   */
+  async function pollOnce(reg: BindRegistration, state: BindState): Promise<{ startedAt: number } | "expired"> {
+    let startedAt = Date.now();
+    const attempt = async (): Promise<CheckbindOutcome> => {
+      for (;;) {
+        signal.throwIfAborted();
+        const held = lease;
+        if (!held) throw new LeaseLostError("lease lost");
+        await env.permits.acquire(signal);
+        const sentAt = Date.now();
+        const gate = await coordinator.beginCall(traceId, held.token, {
+          minGapMs: timings.minGapMs,
+          leaseMs: timings.leaseMs,
+          deadlineMs: deadlineOf(state),
+        });
+        if (gate.kind === "lost") {
+          dropLease("the gate does not know this holder");
+          throw new LeaseLostError("lease lost");
+        }
+        if (gate.kind === "expired") throw new DeadlinePassedError("deadline");
+        if (gate.kind === "wait") {
+          // Aim past the floor by the margin the normal cadence keeps (≥ 0.9 × interval), so
+          // a call delayed on its way does not land at the gateway under 0.8 × interval.
+          await sleep(gate.ms + timings.gateSlackMs, signal);
+          continue;
+        }
+        extended(sentAt);
+        startedAt = Date.now();
+        lastCallStartedAt = startedAt;
+        callGuard = new AbortController();
+        try {
+          const outcome = await env.client.checkbind(reg, AbortSignal.any([signal, callGuard.signal]));
+          env.observer?.onCall?.(outcome.kind, Date.now() - startedAt);
+          logger.debug({ ...log, outcome: outcome.kind }, "checkbind answered");
+          return outcome;
+        } catch (err) {
+          if (callGuard.signal.aborted) throw callGuard.signal.reason;
+          throw err;
+        } finally {
+          callGuard = null;
+        }
+      }
+    };
+
+    // A backoff or a held gate must not outlast the deadline: wake then and ask the gate.
+    const deadlineController = new AbortController();
+    const deadlineTimer = setTimeout(
+      () => deadlineController.abort(new DeadlinePassedError("deadline")),
+      Math.max(0, deadlineOf(state) - coordinator.now()),
+    );
+    try {
+      const outcome = await retryCheckbind(attempt, {
+        intervalMs: timings.intervalMs,
+        signal: AbortSignal.any([signal, deadlineController.signal]),
+        onRetry: async (retryable) => {
+          await record(retryable);
+        },
+      });
+      await record(outcome);
+      return { startedAt };
+    } catch (err) {
+      if (err instanceof DeadlinePassedError || (deadlineController.signal.aborted && !signal.aborted)) {
+        return "expired";
+      }
+      throw err;
+    } finally {
+      clearTimeout(deadlineTimer);
+    }
+  }
+
+  // ---- the loop -------------------------------------------------------------------
+
+  /** The store lost a trace this instance still serves: put it back as last seen here, and go on. */
+  async function reassert(): Promise<boolean> {
+    const reg = hub.registration;
+    const last = hub.last;
+    if (!reg || !last || last.final || !env.wanted(hub)) return false;
+    const ago = lastCallStartedAt === null ? null : Date.now() - lastCallStartedAt;
+    const stored = await coordinator.reassert(reg, last, ago);
+    if (stored) env.hubs.offer(hub, stored);
+    logger.warn(log, "trace missing from the store; re-asserted it");
+    return stored !== null;
+  }
+
+  async function run(): Promise<void> {
+    while (!signal.aborted && !env.stopping()) {
+      try {
+        const state = hub.last;
+        if (!state || state.final || !env.wanted(hub)) return;
+        if (!lease) {
+          const take = await coordinator.acquireLease(traceId, timings.leaseMs);
+          if (take.kind === "missing") {
+            if (await reassert()) continue;
+            return;
+          }
+          if (take.kind === "held") {
+            await waitForLease(take.ms);
+            continue;
+          }
+          lease = { token: take.token, extendedAt: Date.now() };
+          armRenewal();
+          logger.debug(log, "poll lease acquired");
+        }
+        const reg = await registrationOf();
+        if (!reg) {
+          if (await reassert()) continue;
+          return;
+        }
+        const polled = await pollOnce(reg, state);
+        if (polled === "expired") {
+          const ended = await expire(state);
+          if (ended === null && !(await reassert())) return;
+          continue;
+        }
+        if (hub.last?.final) return;
+        // Cadence is counted from the start of the last call so the cost stays one call per interval.
+        const jittered = timings.intervalMs * (0.9 + 0.2 * env.random());
+        await sleep(Math.max(timings.minGapMs, jittered) - (Date.now() - polled.startedAt), signal);
+      } catch (err) {
+        if (signal.aborted || env.stopping()) return;
+        if (err instanceof LeaseLostError) {
+          dropLease(err.message);
+          continue;
+        }
+        logger.warn({ ...log, err }, "poll driver error; retrying");
+        try {
+          await sleep(timings.retryMs, signal);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  const done = run().finally(async () => {
+    if (renewTimer) clearTimeout(renewTimer);
+    renewTimer = null;
+    const held = lease;
+    lease = null;
+    if (!held) return;
+    await coordinator.releaseLease(traceId, held.token, timings.minGapMs).catch((err: unknown) => {
+      logger.warn({ ...log, err }, "lease release failed");
+    });
+  });
+
+  return {
+    done,
+    stop(reason) {
+      controller.abort(reason);
+    },
+    wake() {
+      waking?.();
+    },
+    holdsLease: () => lease !== null,
+  };
+}
