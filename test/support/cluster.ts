@@ -263,8 +263,12 @@ export async function startInstance(name: string, env: Readonly<Record<string, s
 }
 
 /** Starts `count` instances named `i0`, `i1`, … with the same environment, all at once. */
-export function startInstances(count: number, env: Readonly<Record<string, string>>): Promise<Instance[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => startInstance(`i${i}`, env)));
+export function startInstances(
+  count: number,
+  env: Readonly<Record<string, string>>,
+  instanceEnv: (index: number) => Readonly<Record<string, string>> = () => ({}),
+): Promise<Instance[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startInstance(`i${i}`, { ...env, ...instanceEnv(i) })));
 }
 
 /** SIGKILLs whatever still runs of `instances` and waits for each exit (bounded). */
@@ -339,16 +343,19 @@ export interface Watcher {
   readonly traceId: string;
   readonly instance: Instance;
   readonly reader: SseReader;
+  /** When (this process's clock) the reader was opened: its frames' `at` counts from here. */
+  readonly openedAt: number;
 }
 
 /** Opens a raw SSE reader on `instance` for `traceId` and checks that it is a stream. */
 export async function openWatcher(instance: Instance, traceId: string): Promise<Watcher> {
+  const openedAt = Date.now();
   const reader = await openSse(`${instance.url}/v1/binds/${encodeURIComponent(traceId)}/events`);
   if (reader.status !== 200) {
     reader.close();
     throw new Error(`watcher on ${instance.name} for ${traceId}: status ${reader.status} ${reader.text}`);
   }
-  return { traceId, instance, reader };
+  return { traceId, instance, reader, openedAt };
 }
 
 /** The final events (`final: true` in the data) a watcher received. */
@@ -414,22 +421,28 @@ export async function startCluster(opts: {
   readonly env?: Readonly<Record<string, string>>;
   /** The API key the warm-up registers with, when API_KEYS is set in `env`. */
   readonly warmUpApiKey?: string;
+  /** What instance `index` (0, 1, …) gets on top of `env`, e.g. a clock of its own. */
+  readonly instanceEnv?: (index: number) => Readonly<Record<string, string>>;
 }): Promise<Cluster> {
   ensureBuilt();
   const [redis, gateway] = await Promise.all([
     startRedisServer(),
     startGateway({ appKey: opts.appKey, appSecret: opts.appSecret }),
   ]);
-  const instances = await startInstances(opts.count, {
-    REDIS_URL: redis.url,
-    TOP_APP_KEY: opts.appKey,
-    TOP_APP_SECRET: opts.appSecret,
-    TOP_GATEWAY_URL: gateway.url,
-    POLL_INTERVAL_MS: String(opts.intervalMs),
-    POLL_LINGER_MS: "500",
-    UPSTREAM_QPS: "1000",
-    ...opts.env,
-  });
+  const instances = await startInstances(
+    opts.count,
+    {
+      REDIS_URL: redis.url,
+      TOP_APP_KEY: opts.appKey,
+      TOP_APP_SECRET: opts.appSecret,
+      TOP_GATEWAY_URL: gateway.url,
+      POLL_INTERVAL_MS: String(opts.intervalMs),
+      POLL_LINGER_MS: "500",
+      UPSTREAM_QPS: "1000",
+      ...opts.env,
+    },
+    opts.instanceEnv,
+  );
   await warmUp(instances, gateway, opts.warmUpApiKey ? { authorization: `Bearer ${opts.warmUpApiKey}` } : {});
   return {
     redis,
