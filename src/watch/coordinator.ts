@@ -15,7 +15,8 @@ export type LeaseTake =
 
 /** Whether the lease holder may start a checkbind call now (single flight and spacing, SPEC §4.1). */
 export type CallGate =
-  | { readonly kind: "go" }
+  /** `state`: the stored state after the carried change, when it was written with the start. */
+  | { readonly kind: "go"; readonly state?: BindState }
   | { readonly kind: "wait"; readonly ms: number }
   | { readonly kind: "lost" }
   /** The trace's deadline has passed on the store's clock: it is to end as `expired`. */
@@ -112,8 +113,16 @@ export interface Coordinator {
   /**
    * Records the start of a call, and extends the lease, when `token` holds the lease and
    * the previous call (by any holder) started at least `minGapMs` before, on the store's clock.
+   * When the call goes, `carry` (a state change that could wait: an answer that made no
+   * new version) is written and published in the same step, unless another write came
+   * first; `state` in the answer says it was. `carry` must be pure.
    */
-  beginCall(traceId: string, token: string, opts: CallOptions): Promise<CallGate>;
+  beginCall(
+    traceId: string,
+    token: string,
+    opts: CallOptions,
+    carry?: (current: BindState) => BindState,
+  ): Promise<CallGate>;
 
   /** Takes one call from the deployment-wide budget (UPSTREAM_QPS), unless a ban is in force. */
   takeCallPermit(): Promise<Permit>;

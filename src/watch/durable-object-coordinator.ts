@@ -241,7 +241,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       });
     },
 
-    beginCall(traceId, token, call): Promise<CallGate> {
+    beginCall(traceId, token, call, carry): Promise<CallGate> {
       return serial(async () => {
         if (!(await live(traceId)) || !leaseHeld(traceId, token)) return { kind: "lost" };
         const t = now();
@@ -251,7 +251,12 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
         if (last !== undefined && t - last < call.minGapMs) return { kind: "wait", ms: last + call.minGapMs - t };
         await storage.put(keys.lastCall(traceId), t);
         leases.set(traceId, { token, expiresAtMs: t + call.leaseMs });
-        return { kind: "go" };
+        const current = carry ? await storage.get<BindState>(keys.state(traceId)) : undefined;
+        if (!carry || !current) return { kind: "go" };
+        const next = carry(current);
+        await storage.put(keys.state(traceId), next);
+        publish(traceId, { kind: "state", state: next });
+        return { kind: "go", state: next };
       });
     },
 

@@ -169,7 +169,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       publish(record, { kind: "released" });
     },
 
-    async beginCall(traceId, token, call): Promise<CallGate> {
+    async beginCall(traceId, token, call, carry): Promise<CallGate> {
       const record = live(traceId);
       if (!holds(record, token) || !record.lease) return { kind: "lost" };
       const t = now();
@@ -179,7 +179,10 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       }
       record.lastCallStartMs = t;
       record.lease.expiresAtMs = t + call.leaseMs;
-      return { kind: "go" };
+      if (!carry) return { kind: "go" };
+      record.state = carry(record.state);
+      publish(record, { kind: "state", state: record.state });
+      return { kind: "go", state: record.state };
     },
 
     async takeCallPermit(): Promise<Permit> {

@@ -102,6 +102,13 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
   let renewTimer: ReturnType<typeof setTimeout> | null = null;
   let waking: (() => void) | null = null;
   let lastCallStartedAt: number | null = null;
+  /**
+   * Answers that made no new version and are not written yet: the next call's gate writes
+   * them in the same step (one write a call, SPEC §8), or the next write that must go at once.
+   */
+  let carried: { readonly outcome: CheckbindOutcome; readonly at: number }[] = [];
+  const withCarried = (state: BindState): BindState =>
+    carried.reduce((s, c) => applyOutcome(s, c.outcome, c.at), state);
 
   // ---- the lease --------------------------------------------------------------
 
@@ -183,12 +190,40 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
     return hub.registration;
   }
 
+  /** Writes `mutate` over the carried answers, at once; they are written with it. */
+  async function writeNow(
+    mutate: (state: BindState) => BindState,
+    opts?: { readonly notBeforeMs?: number },
+  ): Promise<BindState | null> {
+    const pending = carried;
+    const next = await coordinator.updateState(
+      traceId,
+      (s) => mutate(pending.reduce((acc, c) => applyOutcome(acc, c.outcome, c.at), s)),
+      opts,
+    );
+    if (next && carried === pending && !(opts?.notBeforeMs !== undefined && next.final === false)) carried = [];
+    return next;
+  }
+
+  /**
+   * Applies an answer: at once when it changes what watchers see (a new version), else
+   * carried to the next call's gate, which writes it with the call's start.
+   */
   async function record(outcome: CheckbindOutcome): Promise<BindState | null> {
     if (outcome.kind === "rate_limited") {
       await coordinator.banUpstream(outcome.banMs);
       logger.warn({ ...log, ban_ms: outcome.banMs }, "TOP rate limit: upstream calls held off");
     }
-    const next = await coordinator.updateState(traceId, (s) => applyOutcome(s, outcome, coordinator.now()));
+    const at = coordinator.now();
+    const seen = hub.last;
+    if (seen) {
+      const preview = applyOutcome(withCarried(seen), outcome, at);
+      if (preview.version === seen.version && !preview.final) {
+        carried = [...carried, { outcome, at }];
+        return seen;
+      }
+    }
+    const next = await writeNow((s) => applyOutcome(s, outcome, at));
     if (next) {
       env.hubs.offer(hub, next);
       if (next.final) env.observer?.onFinished?.(next.status);
@@ -198,7 +233,7 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
 
   /** Ends the trace as `expired`, once the store's clock has passed its deadline. */
   async function expire(state: BindState): Promise<BindState | null> {
-    const next = await coordinator.updateState(traceId, (s) => finishState(s, "expired", coordinator.now()), {
+    const next = await writeNow((s) => finishState(s, "expired", coordinator.now()), {
       notBeforeMs: deadlineOf(state),
     });
     if (next) {
@@ -222,11 +257,14 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
         if (!held) throw new LeaseLostError("lease lost");
         await env.permits.acquire(signal);
         const sentAt = Date.now();
-        const gate = await coordinator.beginCall(traceId, held.token, {
-          minGapMs: timings.minGapMs,
-          leaseMs: timings.leaseMs,
-          deadlineMs: deadlineOf(state),
-        });
+        const pending = carried;
+        const gate = await coordinator.beginCall(
+          traceId,
+          held.token,
+          { minGapMs: timings.minGapMs, leaseMs: timings.leaseMs, deadlineMs: deadlineOf(state) },
+          pending.length > 0 ? (s) => pending.reduce((acc, c) => applyOutcome(acc, c.outcome, c.at), s) : undefined,
+        );
+        if (gate.kind === "go" && gate.state && carried === pending) carried = [];
         if (gate.kind === "lost") {
           dropLease("the gate does not know this holder");
           throw new LeaseLostError("lease lost");
@@ -349,6 +387,12 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
   const done = run().finally(async () => {
     if (renewTimer) clearTimeout(renewTimer);
     renewTimer = null;
+    // Answers still carried are written before the poll ends here.
+    if (carried.length > 0) {
+      await writeNow((s) => s).catch((err: unknown) =>
+        logger.warn({ ...log, err }, "could not write the last answers"),
+      );
+    }
     const held = lease;
     lease = null;
     if (!held) return;

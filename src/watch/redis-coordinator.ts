@@ -74,10 +74,11 @@ interface ChannelEntry {
  * operation is one Lua script (src/watch/lua/) that reads the clock it compares with
  * (TIME), and state changes fan out through sharded pub/sub.
  *
- * What a call costs (SPEC §8), one round trip each: the budget (take-permit), the gate
- * (begin-call, which renews the lease), the state write (update-state, which publishes).
- * Instances waiting for the lease send nothing: the published writes show them the
- * poller is alive, and a release is announced.
+ * What a call costs (SPEC §8), one round trip each: the budget (take-permit) and the gate
+ * (begin-call, which renews the lease and writes the previous answer when it made no new
+ * version); an answer that changes the version is written at once (update-state). Every
+ * write is published; instances waiting for the lease send nothing, since the published
+ * writes show them the poller is alive, and a release is announced.
  *
  * Listeners may see a version twice: after the subscriber reconnects, the stored
  * state of every subscribed trace is delivered again (a change published while it
@@ -416,16 +417,41 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       await store("release lease", () => scripts.releaseLease([k.poll], [token, Math.ceil(minGapMs), k.events]));
     },
 
-    async beginCall(traceId, token, call): Promise<CallGate> {
+    async beginCall(traceId, token, call, carry): Promise<CallGate> {
       const quiet = quietUntil - Date.now();
       if (quiet > 0) return { kind: "wait", ms: quiet };
       const k = keys.trace(traceId);
+      // The carried change is swapped from the text last seen; without one it waits for a write of its own.
+      const entry = channelOf(traceId);
+      const expected = carry ? (entry?.known ?? null) : null;
+      let nextText = "";
+      if (expected !== null && carry) {
+        const current = JSON.parse(expected) as BindState;
+        const next = carry(current);
+        if (next !== current) nextText = JSON.stringify(next);
+      }
       const reply = await store("begin call", () =>
-        scripts.beginCall([k.poll], [token, Math.ceil(call.minGapMs), pxOf(call.leaseMs), Math.floor(call.deadlineMs)]),
+        scripts.beginCall(
+          [k.poll, k.state],
+          [
+            token,
+            Math.ceil(call.minGapMs),
+            pxOf(call.leaseMs),
+            Math.floor(call.deadlineMs),
+            nextText === "" ? "" : (expected ?? ""),
+            nextText,
+            k.events,
+          ],
+        ),
       );
-      const [code, a, b] = reply as [number, number | undefined, number | undefined];
+      const [code, a, b, stored] = reply as [number, number | undefined, number | undefined, string | undefined];
       if (code === 1) {
         learnClock(a);
+        if (b === 1 && entry) {
+          entry.known = nextText;
+          return { kind: "go", state: JSON.parse(nextText) as BindState };
+        }
+        if (b === 0 && entry && typeof stored === "string") entry.known = stored;
         return { kind: "go" };
       }
       if (code === 2) {

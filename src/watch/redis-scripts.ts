@@ -24,7 +24,7 @@ const SCRIPTS = {
   acquireLease: { file: "acquire-lease.lua", keys: 2 },
   renewLease: { file: "renew-lease.lua", keys: 1 },
   releaseLease: { file: "release-lease.lua", keys: 1 },
-  beginCall: { file: "begin-call.lua", keys: 1 },
+  beginCall: { file: "begin-call.lua", keys: 2 },
   takePermit: { file: "take-permit.lua", keys: 1 },
   banUpstream: { file: "ban-upstream.lua", keys: 1 },
   takeRegistration: { file: "take-registration.lua", keys: 1 },
@@ -53,7 +53,10 @@ export interface CoordinatorScripts {
   acquireLease(keys: [reg: string, poll: string], args: [string, number]): Promise<unknown>;
   renewLease(keys: [poll: string], args: [string, number, string]): Promise<unknown>;
   releaseLease(keys: [poll: string], args: [string, number, string]): Promise<unknown>;
-  beginCall(keys: [poll: string], args: [string, number, number, number]): Promise<unknown>;
+  beginCall(
+    keys: [poll: string, state: string],
+    args: [string, number, number, number, string, string, string],
+  ): Promise<unknown>;
   takePermit(keys: [budget: string], args: [number]): Promise<unknown>;
   banUpstream(keys: [budget: string], args: [number]): Promise<unknown>;
   takeRegistration(keys: [quota: string], args: [number, "take" | "refund"]): Promise<unknown>;

@@ -11,18 +11,25 @@
 -- Returns  {1} swapped | {0, stored JSON} another write came first | {-1} no such trace
 --          | {2} not yet (TIME is before ARGV[6])
 --
--- Every write is published ("s" + JSON), whether its version grew or not: watchers keep
--- newer versions only, and instances waiting for the poll lease see the poller is alive.
--- Sharded pub/sub (SPUBLISH) goes only to the shard that owns the trace's slot, where the
--- subscribers' SSUBSCRIBE lands too; a classic PUBLISH would cross the whole cluster bus.
-local current = redis.call('GET', KEYS[1])
-if not current then return {-1} end
-if current ~= ARGV[1] then return {0, current} end
+-- The swap is optimistic (SET … GET, put back when another write came first): one
+-- command where a compare and a write would take two. Every write is published
+-- ("s" + JSON), whether its version grew or not: watchers keep newer versions only, and
+-- instances waiting for the poll lease see the poller is alive. Sharded pub/sub
+-- (SPUBLISH) goes only to the shard that owns the trace's slot, where the subscribers'
+-- SSUBSCRIBE lands too; a classic PUBLISH would cross the whole cluster bus.
 if ARGV[6] ~= '' then
   local time = redis.call('TIME')
   if tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) < tonumber(ARGV[6]) then return {2} end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local current = redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL', 'GET')
+if not current then
+  redis.call('DEL', KEYS[1])
+  return {-1}
+end
+if current ~= ARGV[1] then
+  redis.call('SET', KEYS[1], current, 'KEEPTTL')
+  return {0, current}
+end
 if ARGV[3] == '1' then
   -- GT: never shortens the retention of a trace registered long ago.
   redis.call('PEXPIRE', KEYS[1], ARGV[4], 'GT')
