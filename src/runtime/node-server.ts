@@ -15,11 +15,18 @@ import { createTopClient } from "../top/client.js";
 import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
-import { createRedisConnections, createRedisCoordinator, type RedisConnections } from "../watch/redis-coordinator.js";
+import { createRedisCoordinator } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
 import { openNodeSseChannel } from "./node-sse.js";
+import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
+
+const TOPOLOGY_NAMES = {
+  standalone: "a standalone Redis",
+  cluster: "a Redis Cluster",
+  sentinel: "Redis Sentinel",
+} as const;
 
 export interface RunningServer {
   readonly url: string;
@@ -98,11 +105,13 @@ export async function startNodeServer(
   let redisConnections: RedisConnections | null = null;
   let coordinator: Coordinator;
   if (opts.coordinator) coordinator = opts.coordinator;
-  else if (config.redisUrl) {
-    redisConnections = createRedisConnections(config.redisUrl, {
+  else if (config.redis) {
+    // One coordinator for every topology: standalone, Cluster and Sentinel differ only in their connections.
+    redisConnections = createRedisConnections(config.redis, {
       onError: (err, connection) =>
         logger.warn({ err: { message: err.message }, connection }, "redis connection error"),
     });
+    logger.info({ redis: redisConnections.describe }, `coordinating through ${TOPOLOGY_NAMES[config.redis.mode]}`);
     coordinator = createRedisCoordinator({
       ...retention,
       redis: redisConnections.redis,
@@ -184,7 +193,7 @@ export async function startNodeServer(
   const port = await listen(server);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  logger.info({ url, mode: config.mode, redis: Boolean(config.redisUrl) }, "bindwatch listening");
+  logger.info({ url, mode: config.mode, redis: config.redis?.mode ?? false }, "bindwatch listening");
 
   let stopping: Promise<void> | null = null;
   return {

@@ -4,18 +4,16 @@ import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BindRegistration, BindState } from "../../src/domain/bind.js";
 import { createInitialState } from "../../src/domain/state.js";
+import { createStandaloneConnections, type RedisConnections } from "../../src/runtime/redis-connections.js";
 import { type Coordinator, CoordinatorUnavailableError } from "../../src/watch/coordinator.js";
-import {
-  createRedisConnections,
-  createRedisCoordinator,
-  type RedisConnections,
-} from "../../src/watch/redis-coordinator.js";
+import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
 import { createRedisKeys } from "../../src/watch/redis-keys.js";
 import { redisContractSubject } from "../support/redis-contract.js";
 import { startRedisServer, useRedis } from "../support/redis-server.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
 
 const OPTIONS = { retentionMs: 120_000, resultTtlMs: 60_000, upstreamQps: 5 };
+const standalone = (url: string) => ({ mode: "standalone", url, auth: {} }) as const;
 
 let redisUrl: string;
 let stopRedis: () => Promise<void> = async () => {};
@@ -26,8 +24,8 @@ beforeAll(async () => {
   const server = await useRedis();
   redisUrl = server.url;
   stopRedis = () => server.stop();
-  first = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-a" });
-  other = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-b" });
+  first = createStandaloneConnections(standalone(redisUrl), { connectionName: "bindwatch-test-a" });
+  other = createStandaloneConnections(standalone(redisUrl), { connectionName: "bindwatch-test-b" });
 });
 
 afterAll(async () => {
@@ -153,7 +151,7 @@ describe("Redis coordinator", () => {
 describe("Redis coordinator while Redis is down", () => {
   it("fails calls fast with CoordinatorUnavailableError, is not ready, and recovers after a restart", async () => {
     const server = await startRedisServer();
-    const connections = createRedisConnections(server.url);
+    const connections = createStandaloneConnections(standalone(server.url));
     const prefix = `bwtest:${randomUUID()}:`;
     const coordinator = createRedisCoordinator({
       redis: connections.redis,
