@@ -65,6 +65,32 @@ function listen(server: Server): Promise<number> {
   });
 }
 
+/** At most one "redis connection error" line per connection and this interval; the rest are counted. */
+const REDIS_ERROR_LOG_INTERVAL_MS = 5_000;
+
+/**
+ * Logs Redis connection errors, a few at most: while a Cluster master is down, ioredis's
+ * sharded subscriber for it tries again dozens of times a second until a replica takes
+ * over (see createClusterConnections), each failure an 'error' event.
+ */
+function createRedisErrorLog(logger: PinoLogger): (err: Error, connection: "command" | "subscriber") => void {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return (err, connection) => {
+    const now = Date.now();
+    const previous = last.get(connection);
+    if (previous && now - previous.at < REDIS_ERROR_LOG_INTERVAL_MS) {
+      previous.suppressed += 1;
+      return;
+    }
+    const suppressed = previous?.suppressed ?? 0;
+    logger.warn(
+      { err: { message: err.message }, connection, ...(suppressed > 0 ? { suppressed } : {}) },
+      "redis connection error",
+    );
+    last.set(connection, { at: now, suppressed: 0 });
+  };
+}
+
 function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());
@@ -108,8 +134,7 @@ export async function startNodeServer(
   else if (config.redis) {
     // One coordinator for every topology: standalone, Cluster and Sentinel differ only in their connections.
     redisConnections = createRedisConnections(config.redis, {
-      onError: (err, connection) =>
-        logger.warn({ err: { message: err.message }, connection }, "redis connection error"),
+      onError: createRedisErrorLog(logger),
     });
     logger.info({ redis: redisConnections.describe }, `coordinating through ${TOPOLOGY_NAMES[config.redis.mode]}`);
     coordinator = createRedisCoordinator({

@@ -116,9 +116,11 @@ export function createStandaloneConnections(
  *   never reconnect on their own: one that ends makes the Cluster refresh its slot map, and
  *   the group then starts a connection to each master it lacks, sends SSUBSCRIBE again for
  *   every channel of that master's slots, and emits "subscribersReady" (which the coordinator
- *   answers by re-reading its traces). A failed connection refreshes again after a backoff
- *   (100 ms doubling, about 2 s at most), so it loops until the promoted replica serves; when no node answers, the
- *   client reconnects from the seeds (redis/ioredis#2060).
+ *   answers by re-reading its traces). So it loops until the promoted replica serves, and
+ *   without a backoff: a failed connection also ends, and an ending one refreshes at once
+ *   (the 100 ms–2 s backoff of "subscriberConnectFailed" runs beside it). While a master is
+ *   down that is dozens of attempts a second, each an 'error' event (node-server logs a
+ *   few). When no node answers, the client reconnects from the seeds (redis/ioredis#2060).
  * - `enableOfflineQueue: false` on the Cluster itself: its own queue (used while it is not
  *   ready: at start-up, and after losing every node) has no bound at all, neither
  *   `commandTimeout` nor `maxRetriesPerRequest` reaches it (redis/ioredis#1604), so a
