@@ -254,7 +254,10 @@ function pair(
   };
 }
 
-/** QUIT when connected (lets replies drain, for a bounded while), else drop the sockets and stop reconnecting. */
+/**
+ * QUIT when connected (lets replies drain, for a bounded while), then drop what is left
+ * and stop reconnecting.
+ */
 async function quit(client: Redis | Cluster): Promise<void> {
   if (client.status === "ready") {
     const quitted = await Promise.race([
@@ -264,7 +267,10 @@ async function quit(client: Redis | Cluster): Promise<void> {
       ),
       delay(QUIT_TIMEOUT_MS, false, { ref: false }),
     ]);
-    if (quitted) return;
+    // A Cluster that quitted has closed every node. A Redis has closed its socket only:
+    // QUIT never reaches SentinelConnector.disconnect(), which is what closes the failover
+    // detector's connections to the sentinels (ioredis lib/connectors/SentinelConnector).
+    if (quitted && client.isCluster) return;
   }
   client.disconnect();
 }

@@ -6,6 +6,7 @@ import { parseConfig } from "../../src/runtime/config.js";
 import { createRedisConnections, type RedisConnections } from "../../src/runtime/redis-connections.js";
 import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
 import { redisContractSubject } from "../support/redis-contract.js";
+import { queryNode } from "../support/redis-process.js";
 import { type RedisSentinel, startRedisSentinel } from "../support/redis-sentinel.js";
 import { waitUntil } from "../support/server.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
@@ -60,6 +61,37 @@ describeCoordinatorContract(
   },
   { sharedByInstances: true },
 );
+
+describe("Sentinel connections", () => {
+  /** Subscribed clients of each sentinel: the failover detectors' `+switch-master` connections. */
+  async function sentinelSubscribers(): Promise<number[]> {
+    const lists = await Promise.all(sentinel.sentinels.map((s) => queryNode(s.port, [["CLIENT", "LIST"]])));
+    return lists.map(
+      (reply) =>
+        String(reply?.[0] ?? "")
+          .split("\n")
+          .filter((line) => / sub=[1-9]/.test(line)).length,
+    );
+  }
+
+  it("listen for +switch-master on the sentinels, and close() leaves no connection to them", async () => {
+    const before = await sentinelSubscribers();
+    const connections = await connect("bindwatch-test-close");
+    // Two connections, each with its failover detector on every sentinel.
+    await waitUntil(
+      async () => (await sentinelSubscribers()).every((n, i) => n === (before[i] ?? 0) + 2),
+      5_000,
+      "the failover detectors",
+    );
+    await connections.close();
+    pairs.splice(pairs.indexOf(connections), 1);
+    await waitUntil(
+      async () => (await sentinelSubscribers()).every((n, i) => n === before[i]),
+      5_000,
+      "the sentinels to see the failover detectors go",
+    );
+  });
+});
 
 // Last: it fails the master over.
 describe("Redis Sentinel coordinator across a failover", () => {
