@@ -155,9 +155,9 @@ const SENTINEL_PORT = 26379;
 /** `host:port`, the host a name, an IPv4 address or a bracketed IPv6 address. */
 const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:/@[\]]+)):(\d+)$/;
 
-/** An item as an error message may show it: whatever precedes an `@` (credentials) is masked. */
+/** An item as an error message may show it: credentials (before an `@`) and the query (`?password=…`) masked. */
 function shown(item: string): string {
-  return `"${item.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@]*@/i, "$1***@")}"`;
+  return `"${item.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^@]*@/i, "$1***@").replace(/\?.*$/, "?***")}"`;
 }
 
 function checkPort(name: string, item: string, digits: string): number {

@@ -101,7 +101,8 @@ export function createStandaloneConnections(
   const subscriber = new Redis(config.url, { ...common, connectionName: `${name}-sub`, autoResubscribe: true });
   return pair(redis, subscriber, opts, {
     topology: "standalone",
-    nodes: [config.url],
+    // ioredis reads options from the query too (`?password=…`): the log shows none of it.
+    nodes: [config.url.replace(/\?.*$/, "")],
     tls: config.url.startsWith("rediss:"),
     auth: config.auth.password !== undefined,
   });

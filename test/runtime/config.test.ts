@@ -247,6 +247,8 @@ describe("Redis topologies (SPEC §5)", () => {
       { REDIS_SENTINELS: "redis://:hunter2@s:1?x", REDIS_SENTINEL_MASTER: "m" },
       { REDIS_URL: "redis://:hunter2@h:1", REDIS_PASSWORD: "other" },
       { REDIS_URL: "http://:hunter2@h:1" },
+      { REDIS_URL: "http://h:1?password=hunter2" },
+      { REDIS_CLUSTER_NODES: "redis://a:1?password=hunter2" },
     ]) {
       const refused = refusal(env);
       expect(refused, JSON.stringify(env)).not.toBeNull();
