@@ -235,9 +235,9 @@ function parseRedisNodes(env: Env, name: string, defaultPort: number, what: stri
   if (tls.size > 1) {
     throw new ConfigError(name, `mixes rediss:// (TLS) and plain ${what}s: list them all with rediss:// or none`);
   }
-  const auths = new Set(nodes.filter((n) => n.auth.password !== undefined || n.auth.username !== undefined));
-  const [first] = auths;
-  for (const other of auths) {
+  const withAuth = nodes.filter((n) => n.auth.password !== undefined || n.auth.username !== undefined);
+  const [first] = withAuth;
+  for (const other of withAuth) {
     if (other.auth.username !== first?.auth.username || other.auth.password !== first?.auth.password) {
       throw new ConfigError(name, `its URLs carry different credentials: every ${what} takes the same ones`);
     }
