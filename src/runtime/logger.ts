@@ -43,6 +43,13 @@ export function createLogger(level: string, opts: LoggerOptions = {}): PinoLogge
         "*.sign",
         "session",
         "*.session",
+        // Redis credentials (REDIS_PASSWORD, a URL's or the sentinels'), wherever a config object is logged.
+        "password",
+        "*.password",
+        "*.*.password",
+        "sentinelPassword",
+        "*.sentinelPassword",
+        "*.*.sentinelPassword",
       ],
       censor: "[redacted]",
     },

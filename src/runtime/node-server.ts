@@ -22,6 +22,12 @@ import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener
 import { openNodeSseChannel } from "./node-sse.js";
 import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
 
+const TOPOLOGY_NAMES = {
+  standalone: "a standalone Redis",
+  cluster: "a Redis Cluster",
+  sentinel: "Redis Sentinel",
+} as const;
+
 export interface RunningServer {
   readonly url: string;
   readonly port: number;
@@ -59,6 +65,32 @@ function listen(server: Server): Promise<number> {
       resolve((server.address() as AddressInfo).port);
     });
   });
+}
+
+/** At most one "redis connection error" line per connection and this interval; the rest are counted. */
+const REDIS_ERROR_LOG_INTERVAL_MS = 5_000;
+
+/**
+ * Logs Redis connection errors, a few at most: while a Cluster master is down, ioredis's
+ * sharded subscriber for it tries again dozens of times a second until a replica takes
+ * over (see createClusterConnections), each failure an 'error' event.
+ */
+function createRedisErrorLog(logger: PinoLogger): (err: Error, connection: "command" | "subscriber") => void {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return (err, connection) => {
+    const now = Date.now();
+    const previous = last.get(connection);
+    if (previous && now - previous.at < REDIS_ERROR_LOG_INTERVAL_MS) {
+      previous.suppressed += 1;
+      return;
+    }
+    const suppressed = previous?.suppressed ?? 0;
+    logger.warn(
+      { err: { message: err.message }, connection, ...(suppressed > 0 ? { suppressed } : {}) },
+      "redis connection error",
+    );
+    last.set(connection, { at: now, suppressed: 0 });
+  };
 }
 
 function closeServer(server: Server): Promise<void> {
@@ -106,11 +138,12 @@ export async function startNodeServer(
   let redisConnections: RedisConnections | null = null;
   let coordinator: Coordinator;
   if (opts.coordinator) coordinator = opts.coordinator;
-  else if (config.redisUrl) {
-    redisConnections = createRedisConnections(config.redisUrl, {
-      onError: (err, connection) =>
-        logger.warn({ err: { message: err.message }, connection }, "redis connection error"),
+  else if (config.redis) {
+    // One coordinator for every topology: standalone, Cluster and Sentinel differ only in their connections.
+    redisConnections = createRedisConnections(config.redis, {
+      onError: createRedisErrorLog(logger),
     });
+    logger.info({ redis: redisConnections.describe }, `coordinating through ${TOPOLOGY_NAMES[config.redis.mode]}`);
     coordinator = createRedisCoordinator({
       ...retention,
       redis: redisConnections.redis,
@@ -197,7 +230,7 @@ export async function startNodeServer(
   const port = await listen(server);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  logger.info({ url, mode: config.mode, redis: Boolean(config.redisUrl) }, "bindwatch listening");
+  logger.info({ url, mode: config.mode, redis: config.redis?.mode ?? false }, "bindwatch listening");
   const sandboxUrl = `${url}${SANDBOX_GATEWAY_PATH}`;
   if (sandbox) {
     // SPEC §6 wants these shown; they are the simulator's, never TOP's (keys not in the redaction list).

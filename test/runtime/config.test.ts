@@ -11,7 +11,7 @@ describe("parseConfig", () => {
       port: 8787,
       host: "0.0.0.0",
       simulator: true,
-      redisUrl: undefined,
+      redis: undefined,
       pollIntervalMs: 2000,
       pollLingerMs: 30_000,
       bindTimeoutMs: 180_000,
@@ -64,7 +64,7 @@ describe("parseConfig", () => {
     expect([...config.terminalRetCodes]).toEqual([1001, -2]);
     expect(config.apiKeys).toEqual(["a", "b"]);
     expect(config.corsOrigins).toEqual(["https://app.example.com", "http://localhost:3000"]);
-    expect(config.redisUrl).toBe("redis://127.0.0.1:6379/0");
+    expect(config.redis).toEqual({ mode: "standalone", url: "redis://127.0.0.1:6379/0", auth: {} });
   });
 
   it.each([
@@ -132,12 +132,167 @@ describe("simulator or live, and production (SPEC §5, §6)", () => {
   });
 });
 
+describe("Redis topologies (SPEC §5)", () => {
+  const refusal = (env: Record<string, string>) => {
+    try {
+      parseConfig(env);
+    } catch (err) {
+      if (err instanceof ConfigError) return { variables: err.variables, message: err.message };
+      throw err;
+    }
+    return null;
+  };
+
+  it("reads a standalone REDIS_URL, its credentials kept apart from the URL", () => {
+    expect(parseConfig({ REDIS_URL: "redis://127.0.0.1:6379" }).redis).toEqual({
+      mode: "standalone",
+      url: "redis://127.0.0.1:6379",
+      auth: {},
+    });
+    expect(parseConfig({ REDIS_URL: "rediss://app:s%3Acret@redis.example.com:6380/2" }).redis).toEqual({
+      mode: "standalone",
+      url: "rediss://redis.example.com:6380/2",
+      auth: { username: "app", password: "s:cret" },
+    });
+    // Not in the URL: REDIS_USERNAME / REDIS_PASSWORD apply.
+    expect(parseConfig({ REDIS_URL: "redis://h:1", REDIS_PASSWORD: "pw" }).redis?.auth).toEqual({ password: "pw" });
+    expect(
+      parseConfig({ REDIS_URL: "redis://:pw@h:1", REDIS_USERNAME: "app", REDIS_PASSWORD: "pw" }).redis?.auth,
+    ).toEqual({ username: "app", password: "pw" });
+  });
+
+  it("reads REDIS_CLUSTER_NODES: host:port or URLs, TLS from rediss://, credentials from the URLs or the variables", () => {
+    expect(parseConfig({ REDIS_CLUSTER_NODES: "10.0.0.1:7000, 10.0.0.2:7001,[::1]:7002" }).redis).toEqual({
+      mode: "cluster",
+      nodes: [
+        { host: "10.0.0.1", port: 7000 },
+        { host: "10.0.0.2", port: 7001 },
+        { host: "::1", port: 7002 },
+      ],
+      tls: false,
+      auth: {},
+    });
+    expect(
+      parseConfig({ REDIS_CLUSTER_NODES: "rediss://app:pw@a.example.com:7000,rediss://app:pw@b.example.com" }).redis,
+    ).toEqual({
+      mode: "cluster",
+      nodes: [
+        { host: "a.example.com", port: 7000 },
+        { host: "b.example.com", port: 6379 },
+      ],
+      tls: true,
+      auth: { username: "app", password: "pw" },
+    });
+    expect(
+      parseConfig({ REDIS_CLUSTER_NODES: "a:1,redis://b:2/0", REDIS_USERNAME: "u", REDIS_PASSWORD: "pw" }).redis,
+    ).toMatchObject({ tls: false, auth: { username: "u", password: "pw" } });
+    // A seed listed twice is one seed.
+    expect(parseConfig({ REDIS_CLUSTER_NODES: "a:1,a:1" }).redis).toMatchObject({ nodes: [{ host: "a", port: 1 }] });
+  });
+
+  it("reads REDIS_SENTINELS with REDIS_SENTINEL_MASTER: the data nodes' credentials from the variables, the sentinels' from their URLs", () => {
+    const config = parseConfig({
+      REDIS_SENTINELS: "10.0.0.1:26379,redis://:sentinel-pw@10.0.0.2,10.0.0.3:26380",
+      REDIS_SENTINEL_MASTER: "bindwatch",
+      REDIS_PASSWORD: "data-pw",
+    });
+    expect(config.redis).toEqual({
+      mode: "sentinel",
+      sentinels: [
+        { host: "10.0.0.1", port: 26379 },
+        { host: "10.0.0.2", port: 26379 },
+        { host: "10.0.0.3", port: 26380 },
+      ],
+      masterName: "bindwatch",
+      tls: false,
+      sentinelAuth: { password: "sentinel-pw" },
+      auth: { password: "data-pw" },
+    });
+    expect(Object.isFrozen(config.redis)).toBe(true);
+    if (config.redis?.mode !== "sentinel") throw new Error("sentinel expected");
+    expect(Object.isFrozen(config.redis.sentinels)).toBe(true);
+    expect(Object.isFrozen(config.redis.sentinels[0])).toBe(true);
+    expect(
+      parseConfig({ REDIS_SENTINELS: "rediss://s1:26379,rediss://s2:26379", REDIS_SENTINEL_MASTER: "m" }).redis,
+    ).toMatchObject({ tls: true, sentinelAuth: {}, auth: {} });
+  });
+
+  it("refuses more than one topology, naming each variable set", () => {
+    expect(refusal({ REDIS_URL: "redis://h:1", REDIS_CLUSTER_NODES: "a:1" })?.variables).toEqual([
+      "REDIS_URL",
+      "REDIS_CLUSTER_NODES",
+    ]);
+    const all = refusal({ REDIS_URL: "redis://h:1", REDIS_CLUSTER_NODES: "a:1", REDIS_SENTINELS: "s:1" });
+    expect(all?.variables).toEqual(["REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_SENTINELS"]);
+    expect(all?.message).toMatch(/^REDIS_URL: REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINELS are set together/);
+    expect(
+      refusal({ REDIS_CLUSTER_NODES: "a:1", REDIS_SENTINELS: "s:1", REDIS_SENTINEL_MASTER: "m" })?.variables,
+    ).toEqual(["REDIS_CLUSTER_NODES", "REDIS_SENTINELS"]);
+  });
+
+  it.each([
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: " , " }, /lists no cluster node/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "a:1,b" }, /"b" is not host:port/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "a:70000" }, /port must be between 1 and 65535, got 70000/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "a:0" }, /port must be between 1 and 65535, got 0/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "redis://a:99999" }, /port must be between 1 and 65535/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "http://a:1" }, /must use redis: or rediss:/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "redis://a:1/3" }, /only database 0/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "redis://a:1?x=1" }, /takes no query/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "rediss://a:1,b:2" }, /mixes rediss:\/\/ \(TLS\) and plain/],
+    ["REDIS_CLUSTER_NODES", { REDIS_CLUSTER_NODES: "redis://:x@a:1,redis://:y@b:2" }, /different credentials/],
+    ["REDIS_SENTINELS", { REDIS_SENTINELS: ",", REDIS_SENTINEL_MASTER: "m" }, /lists no sentinel/],
+    ["REDIS_SENTINELS", { REDIS_SENTINELS: "s:1:2", REDIS_SENTINEL_MASTER: "m" }, /is not host:port/],
+    ["REDIS_SENTINELS", { REDIS_SENTINELS: "redis://s:1/0", REDIS_SENTINEL_MASTER: "m" }, /takes no database/],
+    ["REDIS_SENTINEL_MASTER", { REDIS_SENTINELS: "s:1" }, /is required with REDIS_SENTINELS/],
+    ["REDIS_SENTINEL_MASTER", { REDIS_SENTINEL_MASTER: "m" }, /without REDIS_SENTINELS/],
+    ["REDIS_SENTINEL_MASTER", { REDIS_URL: "redis://h:1", REDIS_SENTINEL_MASTER: "m" }, /without REDIS_SENTINELS/],
+    ["REDIS_SENTINEL_MASTER", { REDIS_SENTINELS: "s:1", REDIS_SENTINEL_MASTER: "my master" }, /spaces/],
+    ["REDIS_URL", { REDIS_URL: "redis://h:65536" }, /port must be between 1 and 65535/],
+    ["REDIS_URL", { REDIS_URL: "not a url" }, /is not a valid URL/],
+    ["REDIS_PASSWORD", { REDIS_PASSWORD: "pw" }, /there is no Redis to use it with/],
+    ["REDIS_USERNAME", { REDIS_URL: "redis://h:1", REDIS_USERNAME: "u" }, /needs a password/],
+    ["REDIS_USERNAME", { REDIS_SENTINELS: "s:1", REDIS_SENTINEL_MASTER: "m", REDIS_USERNAME: "u" }, /needs a password/],
+    ["REDIS_PASSWORD", { REDIS_URL: "redis://:a@h:1", REDIS_PASSWORD: "b" }, /differs from the one in REDIS_URL/],
+    ["REDIS_USERNAME", { REDIS_CLUSTER_NODES: "redis://x:a@h:1", REDIS_USERNAME: "y" }, /differs/],
+  ])("stops on a bad value and names %s", (name, env, message) => {
+    const refused = refusal(env);
+    expect(refused?.variables[0]).toBe(name);
+    expect(refused?.message).toMatch(new RegExp(`^${name}: `));
+    expect(refused?.message).toMatch(message);
+  });
+
+  it("never shows a password in an error", () => {
+    for (const env of [
+      { REDIS_CLUSTER_NODES: "redis://app:hunter2@a:70000" },
+      { REDIS_CLUSTER_NODES: "app:hunter2@a:1" },
+      { REDIS_CLUSTER_NODES: "redis://:hunter2@a:1/5" },
+      { REDIS_SENTINELS: "redis://:hunter2@s:1?x", REDIS_SENTINEL_MASTER: "m" },
+      { REDIS_URL: "redis://:hunter2@h:1", REDIS_PASSWORD: "other" },
+      { REDIS_URL: "http://:hunter2@h:1" },
+      { REDIS_URL: "http://h:1?password=hunter2" },
+      { REDIS_CLUSTER_NODES: "redis://a:1?password=hunter2" },
+    ]) {
+      const refused = refusal(env);
+      expect(refused, JSON.stringify(env)).not.toBeNull();
+      expect(refused?.message).not.toContain("hunter2");
+    }
+  });
+});
+
 describe("logger", () => {
   it("censors secrets and masks open_id", async () => {
     const { lines, stream } = createLogSink();
     const logger = createLogger("info", { destination: stream });
     logger.info(
-      { trace_id: "t", open_id: "ou_1234567890", token: "tok-secret", headers: { authorization: "Bearer k" } },
+      {
+        trace_id: "t",
+        open_id: "ou_1234567890",
+        token: "tok-secret",
+        headers: { authorization: "Bearer k" },
+        redis: { auth: { password: "redis-pw" }, sentinelAuth: { password: "sentinel-pw" } },
+        options: { sentinelPassword: "sentinel-pw" },
+      },
       "x",
     );
     logger.flush();
@@ -148,6 +303,8 @@ describe("logger", () => {
     expect(line).toContain("ou***90");
     expect(line).not.toContain("tok-secret");
     expect(line).not.toContain("Bearer k");
+    expect(line).not.toContain("redis-pw");
+    expect(line).not.toContain("sentinel-pw");
   });
 
   it("masks and redacts helpers", () => {

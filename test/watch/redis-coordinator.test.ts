@@ -3,7 +3,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BindRegistration, BindState } from "../../src/domain/bind.js";
-import { createRedisConnections, type RedisConnections } from "../../src/runtime/redis-connections.js";
+import { createStandaloneConnections, type RedisConnections } from "../../src/runtime/redis-connections.js";
 import { type Coordinator, CoordinatorUnavailableError, type TraceEvent } from "../../src/watch/coordinator.js";
 import { createRedisCoordinator } from "../../src/watch/redis-coordinator.js";
 import { createRedisKeys } from "../../src/watch/redis-keys.js";
@@ -12,6 +12,7 @@ import { startRedisServer, useRedis } from "../support/redis-server.js";
 import { describeCoordinatorContract } from "./coordinator-contract.js";
 
 const OPTIONS = { retentionMs: 120_000, resultTtlMs: 60_000, upstreamQps: 5 };
+const standalone = (url: string) => ({ mode: "standalone", url, auth: {} }) as const;
 
 let redisUrl: string;
 let stopRedis: () => Promise<void> = async () => {};
@@ -22,8 +23,8 @@ beforeAll(async () => {
   const server = await useRedis();
   redisUrl = server.url;
   stopRedis = () => server.stop();
-  first = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-a" });
-  other = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-b" });
+  first = createStandaloneConnections(standalone(redisUrl), { connectionName: "bindwatch-test-a" });
+  other = createStandaloneConnections(standalone(redisUrl), { connectionName: "bindwatch-test-b" });
 });
 
 afterAll(async () => {
@@ -149,7 +150,7 @@ describe("Redis coordinator", () => {
 
   it("after losing its command connection, begins no call for the quiet period (SPEC §4.9)", async () => {
     const prefix = `bwtest:${randomUUID()}:`;
-    const connections = createRedisConnections(redisUrl, { connectionName: "bindwatch-test-quiet" });
+    const connections = createStandaloneConnections(standalone(redisUrl), { connectionName: "bindwatch-test-quiet" });
     cleanups.push(() => connections.close());
     const coordinator = createRedisCoordinator({
       redis: connections.redis,
@@ -189,7 +190,7 @@ describe("Redis coordinator", () => {
 describe("Redis coordinator while Redis is down", () => {
   it("fails calls fast with CoordinatorUnavailableError, is not ready, and recovers after a restart", async () => {
     const server = await startRedisServer();
-    const connections = createRedisConnections(server.url);
+    const connections = createStandaloneConnections(standalone(server.url));
     const prefix = `bwtest:${randomUUID()}:`;
     const coordinator = createRedisCoordinator({
       redis: connections.redis,
