@@ -408,12 +408,7 @@ export interface Cluster {
   stop(watchers?: readonly Watcher[]): Promise<void>;
 }
 
-/**
- * A fresh redis-server, the gateway double and `count` warmed-up instances on them,
- * polling every `intervalMs` with a deployment budget high enough never to delay a
- * call (cadence is the scheduler's alone) and a short linger; `env` adds or overrides.
- */
-export async function startCluster(opts: {
+export interface DeploymentOptions {
   readonly count: number;
   readonly appKey: string;
   readonly appSecret: string;
@@ -423,35 +418,75 @@ export async function startCluster(opts: {
   readonly warmUpApiKey?: string;
   /** What instance `index` (0, 1, …) gets on top of `env`, e.g. a clock of its own. */
   readonly instanceEnv?: (index: number) => Readonly<Record<string, string>>;
-}): Promise<Cluster> {
+}
+
+export interface Deployment {
+  readonly gateway: Gateway;
+  readonly instances: Instance[];
+  /** Closes the given watchers, kills every instance and stops the gateway. */
+  stop(watchers?: readonly Watcher[]): Promise<void>;
+}
+
+/**
+ * The gateway double and `count` warmed-up instances on the Redis that `storeEnv` names
+ * (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS…), polling every `intervalMs` with a
+ * deployment budget high enough never to delay a call (cadence is the scheduler's alone)
+ * and a short linger; `env` adds or overrides.
+ */
+export async function startDeployment(
+  opts: DeploymentOptions & { readonly storeEnv: Readonly<Record<string, string>> },
+): Promise<Deployment> {
   ensureBuilt();
-  const [redis, gateway] = await Promise.all([
-    startRedisServer(),
-    startGateway({ appKey: opts.appKey, appSecret: opts.appSecret }),
-  ]);
-  const instances = await startInstances(
-    opts.count,
-    {
-      REDIS_URL: redis.url,
-      TOP_APP_KEY: opts.appKey,
-      TOP_APP_SECRET: opts.appSecret,
-      TOP_GATEWAY_URL: gateway.url,
-      POLL_INTERVAL_MS: String(opts.intervalMs),
-      POLL_LINGER_MS: "500",
-      UPSTREAM_QPS: "1000",
-      ...opts.env,
-    },
-    opts.instanceEnv,
-  );
-  await warmUp(instances, gateway, opts.warmUpApiKey ? { authorization: `Bearer ${opts.warmUpApiKey}` } : {});
+  const gateway = await startGateway({ appKey: opts.appKey, appSecret: opts.appSecret });
+  let instances: Instance[] = [];
+  try {
+    instances = await startInstances(
+      opts.count,
+      {
+        ...opts.storeEnv,
+        TOP_APP_KEY: opts.appKey,
+        TOP_APP_SECRET: opts.appSecret,
+        TOP_GATEWAY_URL: gateway.url,
+        POLL_INTERVAL_MS: String(opts.intervalMs),
+        POLL_LINGER_MS: "500",
+        UPSTREAM_QPS: "1000",
+        ...opts.env,
+      },
+      opts.instanceEnv,
+    );
+    await warmUp(instances, gateway, opts.warmUpApiKey ? { authorization: `Bearer ${opts.warmUpApiKey}` } : {});
+  } catch (err) {
+    await killAll(instances);
+    await gateway.close();
+    throw err;
+  }
   return {
-    redis,
     gateway,
     instances,
     async stop(watchers = []) {
       for (const w of watchers) w.reader.close();
       await killAll(instances);
       await gateway.close();
+    },
+  };
+}
+
+/** A fresh redis-server and a deployment on it (`startDeployment`). */
+export async function startCluster(opts: DeploymentOptions): Promise<Cluster> {
+  const redis = await startRedisServer();
+  let deployment: Deployment;
+  try {
+    deployment = await startDeployment({ ...opts, storeEnv: { REDIS_URL: redis.url } });
+  } catch (err) {
+    await redis.stop();
+    throw err;
+  }
+  return {
+    redis,
+    gateway: deployment.gateway,
+    instances: deployment.instances,
+    async stop(watchers = []) {
+      await deployment.stop(watchers);
       await redis.stop();
     },
   };

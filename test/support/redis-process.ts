@@ -125,6 +125,9 @@ export function dataNodeArgs(port: number, dir: string, extra: readonly string[]
     "warning",
     "--repl-diskless-sync-delay",
     "0",
+    // Fault tests stall a replica with DEBUG SLEEP (from loopback only), so it misses the last writes.
+    "--enable-debug-command",
+    "local",
     ...extra,
   ];
 }
