@@ -16,6 +16,7 @@ import { ensureNchan } from "./nchan.js";
 import { capacityRows, runCapacity } from "./scenarios/capacity.js";
 import { curvesReport, runCurves } from "./scenarios/curves.js";
 import { fanoutRows, runFanout } from "./scenarios/fan-out.js";
+import { redisCostRows, runRedisCost } from "./scenarios/redis-cost.js";
 import { registrationRows, runRegistration } from "./scenarios/registration.js";
 import { runSingleFlight, singleFlightRows } from "./scenarios/single-flight.js";
 
@@ -26,6 +27,7 @@ import { runSingleFlight, singleFlightRows } from "./scenarios/single-flight.js"
  *
  *   capacity      N streams on one instance at the default heartbeat vs a raw node:http SSE server
  *   singleflight  3 instances on one Redis, W watchers over T traces vs the naive design
+ *   rediscost     Redis commands and round trips per checkbind call with 1, 3 and 6 instances
  *   fanout        TOP answers `bound` → N watchers (1 and 3 instances) vs Nchan (and raw node:http)
  *   register      POST /v1/binds per second, in memory and with Redis, vs raw node:http
  *   curves        fan-out and registration at growing sizes; writes SVG charts (only with --only)
@@ -77,6 +79,7 @@ async function main(): Promise<void> {
 
   const capacity = scenarios.has("capacity") ? await runCapacity(bench) : null;
   const singleFlight = scenarios.has("singleflight") ? await runSingleFlight(bench) : null;
+  const redisCost = scenarios.has("rediscost") ? await runRedisCost(bench) : null;
   const fanout = scenarios.has("fanout") ? await runFanout(bench) : null;
   const registration = scenarios.has("register") ? await runRegistration(bench) : null;
   const curves = scenarios.has("curves") ? await runCurves(bench, `${machine.cpu}, Node ${machine.node}`) : null;
@@ -84,6 +87,7 @@ async function main(): Promise<void> {
   const rows: SummaryRow[] = [
     ...(capacity ? capacityRows(capacity, bench, fanout?.find((r) => r.label === "Nchan")?.perStream ?? null) : []),
     ...(singleFlight ? singleFlightRows(singleFlight, bench) : []),
+    ...(redisCost ? redisCostRows(redisCost) : []),
     ...(fanout ? fanoutRows(fanout) : []),
     ...(registration ? registrationRows(registration) : []),
   ];

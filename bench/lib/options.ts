@@ -7,9 +7,9 @@ import { parseArgs } from "node:util";
  */
 
 /** Scenarios `--only` can pick; `curves` runs only when asked for (it takes minutes and writes docs/charts). */
-export const SCENARIOS = ["capacity", "singleflight", "fanout", "register", "curves"] as const;
+export const SCENARIOS = ["capacity", "singleflight", "rediscost", "fanout", "register", "curves"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
-const DEFAULT_SCENARIOS: readonly ScenarioName[] = ["capacity", "singleflight", "fanout", "register"];
+const DEFAULT_SCENARIOS: readonly ScenarioName[] = ["capacity", "singleflight", "rediscost", "fanout", "register"];
 
 export interface BenchSizes {
   readonly streams: number;
@@ -23,6 +23,10 @@ export interface BenchSizes {
   readonly naiveIntervals: number;
   readonly postSeconds: number;
   readonly postConcurrency: number;
+  /** Traces of the Redis cost scenario, each watched on every instance. */
+  readonly costTraces: number;
+  /** Poll intervals the Redis cost is measured over. */
+  readonly costIntervals: number;
   /** Fan-out sizes of the growth curves, ascending. */
   readonly curveStreams: readonly number[];
   /** Registration requests in flight of the growth curves, ascending. */
@@ -60,9 +64,11 @@ export const HELP = `npm run bench -- [options]
   --naive-intervals K   poll intervals measured for the naive design default 3     (quick 2)
   --post-seconds S      registration load per variant (and curve point) default 5  (quick 2)
   --post-concurrency C  registration requests in flight              default 32
+  --cost-traces T       traces of the Redis cost scenario            default 50    (quick 10)
+  --cost-intervals K    poll intervals the Redis cost is measured    default 10    (quick 4)
   --curve-streams LIST  fan-out sizes of the curves    default 1000,2500,5000,10000,15000 (quick 500,1000,2000,3000)
   --curve-concurrency LIST  registrations in flight of the curves    default 1,2,4,8,16,32,64
-  --only LIST           capacity,singleflight,fanout,register,curves  default all but curves
+  --only LIST           capacity,singleflight,rediscost,fanout,register,curves  default all but curves
   --quick               small sizes, short windows (a smoke run)
   --no-nchan            skip the Nchan baseline      --no-install  never apt-get install nginx/Nchan
   --no-raw-fanout       skip the raw node:http fan-out column (and its curve)
@@ -102,6 +108,8 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
     naiveIntervals: int("naive-intervals", 3, 2),
     postSeconds: int("post-seconds", 5, 2),
     postConcurrency: int("post-concurrency", 32, 32),
+    costTraces: int("cost-traces", 50, 10),
+    costIntervals: int("cost-intervals", 10, 4),
     curveStreams: Object.freeze(
       list("curve-streams", [1_000, 2_500, 5_000, 10_000, 15_000], [500, 1_000, 2_000, 3_000]),
     ),
@@ -163,6 +171,8 @@ function parse(argv: readonly string[]) {
       "naive-intervals": { type: "string" },
       "post-seconds": { type: "string" },
       "post-concurrency": { type: "string" },
+      "cost-traces": { type: "string" },
+      "cost-intervals": { type: "string" },
       "curve-streams": { type: "string" },
       "curve-concurrency": { type: "string" },
       only: { type: "string" },
