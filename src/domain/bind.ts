@@ -13,6 +13,8 @@ export interface BindRegistration {
   readonly iot_id?: string;
   readonly server_event_request_id?: string;
   readonly params?: Readonly<Record<string, unknown>>;
+  /** Where this bind's final state is also POSTed (a webhook), on an origin of WEBHOOK_ALLOWED_ORIGINS. Not sent to TOP. */
+  readonly callback_url?: string;
 }
 
 export type BindErrorCode = "upstream_unavailable" | "rate_limited" | "upstream_rejected";

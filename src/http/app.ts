@@ -37,6 +37,8 @@ export interface AccessConfig {
   readonly corsOrigins: readonly string[];
   /** New registrations per API key and minute (REGISTRATIONS_PER_MINUTE); unset for no limit. */
   readonly registrationsPerMinute?: number | undefined;
+  /** WEBHOOK_ALLOWED_ORIGINS: the exact origins a bind's callback_url may use. */
+  readonly callbackOrigins?: readonly string[];
 }
 
 export interface HttpObserver {
@@ -224,7 +226,7 @@ export function createApp(deps: AppDeps): Hono {
       } catch {
         return jsonError(c, 400, "invalid_request", "the body is not valid JSON");
       }
-      const parsed = parseRegistration(body);
+      const parsed = parseRegistration(body, { callbackOrigins: access.callbackOrigins ?? [] });
       if (!parsed.ok) return jsonError(c, 400, "invalid_request", parsed.message, parsed.field);
       const perMinute = access.registrationsPerMinute;
       const quota =

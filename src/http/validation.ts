@@ -17,7 +17,31 @@ const registrationSchema = z.strictObject({
   iot_id: text.optional(),
   server_event_request_id: text.optional(),
   params: z.record(z.string(), z.unknown()).optional(),
+  callback_url: z.string().min(1, "must not be empty").max(2048, "must be at most 2048 characters").optional(),
 });
+
+export interface RegistrationRules {
+  /** WEBHOOK_ALLOWED_ORIGINS: the exact origins a `callback_url` may use; none → no callback_url. */
+  readonly callbackOrigins: readonly string[];
+}
+
+/** A callback_url goes only to an allowlisted origin (SPEC §7); `null` when it may be used. */
+function refuseCallbackUrl(raw: string, rules: RegistrationRules): string | null {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return "callback_url is not a valid URL";
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") return "callback_url must be an http(s) URL";
+  if (url.username !== "" || url.password !== "") return "callback_url must not carry credentials";
+  if (!rules.callbackOrigins.includes(url.origin)) {
+    return rules.callbackOrigins.length === 0
+      ? "callback_url is not accepted: no origin is allowed for it (WEBHOOK_ALLOWED_ORIGINS)"
+      : `callback_url's origin ${url.origin} is not one of WEBHOOK_ALLOWED_ORIGINS`;
+  }
+  return null;
+}
 
 /** `params` is forwarded to TOP as JSON; real ones are flat, and deep nesting would only cost stack. */
 const MAX_PARAMS_DEPTH = 32;
@@ -39,7 +63,10 @@ function depthOf(value: unknown): number {
 export type Validation<T> = { ok: true; value: T } | { ok: false; field: string | undefined; message: string };
 
 /** Validates a parsed JSON body; on failure names the first field at fault. */
-export function parseRegistration(body: unknown): Validation<BindRegistration> {
+export function parseRegistration(
+  body: unknown,
+  rules: RegistrationRules = { callbackOrigins: [] },
+): Validation<BindRegistration> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     return { ok: false, field: undefined, message: "body must be a JSON object" };
   }
@@ -49,7 +76,9 @@ export function parseRegistration(body: unknown): Validation<BindRegistration> {
   }
   const result = registrationSchema.safeParse(body);
   if (result.success) {
-    const { device_name, iot_id, server_event_request_id, params, ...required } = result.data;
+    const { device_name, iot_id, server_event_request_id, params, callback_url, ...required } = result.data;
+    const refused = callback_url === undefined ? null : refuseCallbackUrl(callback_url, rules);
+    if (refused) return { ok: false, field: "callback_url", message: refused };
     // exactOptionalPropertyTypes: leave absent fields absent rather than undefined.
     return {
       ok: true,
@@ -59,6 +88,7 @@ export function parseRegistration(body: unknown): Validation<BindRegistration> {
         ...(iot_id === undefined ? {} : { iot_id }),
         ...(server_event_request_id === undefined ? {} : { server_event_request_id }),
         ...(params === undefined ? {} : { params }),
+        ...(callback_url === undefined ? {} : { callback_url }),
       },
     };
   }

@@ -1,5 +1,6 @@
 import { DEFAULT_GATEWAY_URL } from "../top/client.js";
 import { isSignMethod, type SignMethod } from "../top/sign.js";
+import { webhookKeyOf } from "../webhook/message.js";
 
 /** Everything bindwatch reads from its environment (SPEC §5), parsed once and frozen. */
 export interface Config {
@@ -42,6 +43,8 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   readonly maxStreams: number;
   readonly logLevel: string;
+  /** Webhooks to the backend (SPEC §3); `undefined` when neither WEBHOOK_URL nor WEBHOOK_ALLOWED_ORIGINS is set. */
+  readonly webhooks: WebhookConfig | undefined;
 }
 
 /** One node as `host:port` (an IPv6 host without its brackets). */
@@ -89,6 +92,18 @@ export interface SentinelRedisConfig {
 export type RedisConfig = StandaloneRedisConfig | ClusterRedisConfig | SentinelRedisConfig;
 
 /** A variable with a bad value, or a combination bindwatch refuses to run with; names the variables at fault. */
+export interface WebhookConfig {
+  /** WEBHOOK_URL: every bind's final goes there. */
+  readonly url: string | undefined;
+  /** The signing key: the base64-decoded part of WEBHOOK_SECRET (never logged). */
+  readonly key: Buffer;
+  /** WEBHOOK_ALLOWED_ORIGINS: the exact origins a bind's callback_url may use. */
+  readonly allowedOrigins: readonly string[];
+  readonly timeoutMs: number;
+  readonly retryMs: number;
+  readonly maxAgeMs: number;
+}
+
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
   /** Every variable at fault, the first one in `variable`. */
@@ -152,6 +167,56 @@ function url(env: Env, name: string, fallback: string | undefined, protocols: re
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** An exact origin (`https://app.example.com`), or a ConfigError naming `name`. */
+function exactOrigin(origin: string, name: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(origin);
+  } catch {
+    throw new ConfigError(name, `"${origin}" is not an origin`);
+  }
+  if (parsed.origin !== origin || !["http:", "https:"].includes(parsed.protocol)) {
+    throw new ConfigError(name, `"${origin}" is not an exact origin (like https://app.example.com)`);
+  }
+  return origin;
+}
+
+/**
+ * WEBHOOK_* (SPEC §3, §5): webhooks are on with WEBHOOK_URL or WEBHOOK_ALLOWED_ORIGINS,
+ * and then need WEBHOOK_SECRET (`whsec_` + base64, as Standard Webhooks has it).
+ */
+function parseWebhooks(env: Env): WebhookConfig | undefined {
+  const url = read(env, "WEBHOOK_URL");
+  if (url !== undefined) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ConfigError("WEBHOOK_URL", "is not a valid URL");
+    }
+    if (!["http:", "https:"].includes(parsed.protocol)) {
+      throw new ConfigError("WEBHOOK_URL", `must use http: or https:, got ${parsed.protocol}`);
+    }
+  }
+  const allowedOrigins = list(env, "WEBHOOK_ALLOWED_ORIGINS").map((o) => exactOrigin(o, "WEBHOOK_ALLOWED_ORIGINS"));
+  const secret = read(env, "WEBHOOK_SECRET");
+  const key = secret === undefined ? undefined : webhookKeyOf(secret);
+  if (secret !== undefined && !key) {
+    throw new ConfigError("WEBHOOK_SECRET", "must be whsec_ followed by base64 (as Standard Webhooks secrets are)");
+  }
+  const timeoutMs = integer(env, "WEBHOOK_TIMEOUT_MS", 10_000, 100, 120_000);
+  const retryMs = integer(env, "WEBHOOK_RETRY_MS", 5_000, 100, 60 * 60 * 1000);
+  const maxAgeMs = integer(env, "WEBHOOK_MAX_AGE_MS", DAY_MS, 1_000, 30 * DAY_MS);
+  if (url === undefined && allowedOrigins.length === 0) return undefined;
+  if (!key) {
+    throw new ConfigError(
+      "WEBHOOK_SECRET",
+      "is not set: webhooks are configured (WEBHOOK_URL or WEBHOOK_ALLOWED_ORIGINS) and every delivery is signed",
+    );
+  }
+  return Object.freeze({ url, key, allowedOrigins: Object.freeze(allowedOrigins), timeoutMs, retryMs, maxAgeMs });
+}
 
 /** TOP app keys are short numbers; any short token of URL-safe characters will do for the sandbox. */
 const SANDBOX_APP_KEY_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
@@ -453,17 +518,7 @@ export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
     terminalRetCodes.add(Number(item));
   }
   const corsOrigins = list(env, "CORS_ORIGINS");
-  for (const origin of corsOrigins) {
-    if (origin === "*") continue;
-    let parsed: URL;
-    try {
-      parsed = new URL(origin);
-    } catch {
-      throw new ConfigError("CORS_ORIGINS", `"${origin}" is not an origin`);
-    }
-    if (parsed.origin !== origin)
-      throw new ConfigError("CORS_ORIGINS", `"${origin}" is not an exact origin (like https://app.example.com)`);
-  }
+  for (const origin of corsOrigins) if (origin !== "*") exactOrigin(origin, "CORS_ORIGINS");
   const logLevel = read(env, "LOG_LEVEL") ?? "info";
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError("LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
   const watchTokenSecret = read(env, "WATCH_TOKEN_SECRET");
@@ -511,6 +566,7 @@ export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
     apiKeys,
     watchTokenSecret,
     corsOrigins,
+    webhooks: parseWebhooks(env),
     maxStreams: integer(env, "MAX_STREAMS", 15_000, 1, 1_000_000),
     logLevel,
   };

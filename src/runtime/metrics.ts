@@ -71,7 +71,34 @@ export function createMetrics(sources: { streams: () => number; stats: () => Ser
     },
   };
 
+  const deliveries = new Counter({
+    name: "bindwatch_webhook_deliveries_total",
+    help: "Webhook attempts this instance made, by outcome (delivered, gone, failed, gave_up).",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  const attemptLatency = new Histogram({
+    name: "bindwatch_webhook_attempt_duration_seconds",
+    help: "Webhook attempt latency, from request to answer (or timeout).",
+    labelNames: ["outcome"] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  let trackedWebhooks: (() => Promise<number>) | null = null;
+  new Gauge({
+    name: "bindwatch_webhook_pending",
+    help: "Binds whose webhooks are not done, deployment-wide: not final yet, or final with deliveries left.",
+    registers: [registry],
+    async collect() {
+      if (trackedWebhooks) this.set(await trackedWebhooks().catch(() => Number.NaN));
+    },
+  });
+
   const service: ServiceObserver = {
+    onAttempt(outcome, durationMs) {
+      deliveries.inc({ outcome });
+      attemptLatency.observe({ outcome }, durationMs / 1000);
+    },
     onCall(outcome, durationMs) {
       calls.inc({ outcome });
       latency.observe({ outcome }, durationMs / 1000);
@@ -85,5 +112,14 @@ export function createMetrics(sources: { streams: () => number; stats: () => Ser
       events.inc();
     },
   };
-  return { registry, service, http, redis };
+  return {
+    registry,
+    service,
+    http,
+    redis,
+    /** The pending gauge reads the deployment's list of binds whose webhooks are not done. */
+    watchWebhooks(count: () => Promise<number>) {
+      trackedWebhooks = count;
+    },
+  };
 }

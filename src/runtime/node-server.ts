@@ -16,6 +16,7 @@ import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
 import { createRedisCoordinator } from "../watch/redis-coordinator.js";
+import { createWebhookSender } from "../webhook/sender.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
@@ -27,6 +28,9 @@ const TOPOLOGY_NAMES = {
   cluster: "a Redis Cluster",
   sentinel: "Redis Sentinel",
 } as const;
+
+/** How long a graceful stop in memory tries the webhooks left (the whole stop has 10 s, SPEC §4.6). */
+const FLUSH_MS = 6_000;
 
 export interface RunningServer {
   readonly url: string;
@@ -146,6 +150,7 @@ export async function startNodeServer(
     logger.info({ redis: redisConnections.describe }, `coordinating through ${TOPOLOGY_NAMES[config.redis.mode]}`);
     coordinator = createRedisCoordinator({
       ...retention,
+      ...(config.webhooks ? { deliveryRetentionMs: config.webhooks.maxAgeMs + 60 * 60 * 1000 } : {}),
       redis: redisConnections.redis,
       subscriber: redisConnections.subscriber,
       // The takeover time of SPEC §4.4, longer than a poll lease: see src/watch/redis-coordinator.ts.
@@ -163,7 +168,31 @@ export async function startNodeServer(
     terminalRetCodes: config.terminalRetCodes,
     ...(top.session === undefined ? {} : { session: top.session }),
   });
-  const service = createBindService({ coordinator, client, config, logger, observer: metrics.service });
+  const hooks = config.webhooks;
+  const service = createBindService({
+    coordinator,
+    client,
+    config,
+    logger,
+    observer: metrics.service,
+    ...(hooks
+      ? {
+          webhooks: {
+            webhookUrl: hooks.url,
+            send: createWebhookSender({ key: hooks.key, timeoutMs: hooks.timeoutMs }),
+            timings: {
+              retryMs: hooks.retryMs,
+              maxAgeMs: hooks.maxAgeMs,
+              timeoutMs: hooks.timeoutMs,
+              // Within the takeover time of SPEC §4.4, an unpolled bind with destinations is adopted.
+              checkMs: Math.max(3 * config.pollIntervalMs, 5_000),
+            },
+          },
+        }
+      : {}),
+  });
+  service.webhooks?.start();
+  if (hooks) metrics.watchWebhooks(() => coordinator.deliveries.tracked());
   statsOf = () => service.stats();
   const sim = simulator && sandbox ? { simulator, sandbox } : null;
   const [clientScript, demoPage] = await Promise.all([
@@ -193,6 +222,7 @@ export async function startNodeServer(
       watchTokenSecret: config.watchTokenSecret,
       tokenGraceMs: config.resultTtlMs,
       corsOrigins: config.corsOrigins,
+      callbackOrigins: config.webhooks?.allowedOrigins ?? [],
       registrationsPerMinute: config.registrationsPerMinute,
     },
     extend: (a) => {
@@ -250,8 +280,19 @@ export async function startNodeServer(
     streams,
     stop() {
       stopping ??= (async () => {
+        const startedAt = Date.now();
         const closed = closeServer(server);
         await service.shutdown();
+        // In memory the deliveries end with the process: every one left is tried now, within the
+        // stop's time. With Redis they stay for the other instances; attempts in flight are handed back.
+        const undelivered = await service.webhooks?.stop(redisConnections ? undefined : startedAt + FLUSH_MS);
+        for (const record of undelivered ?? []) {
+          const left = record.destinations.filter((d) => d.outcome === null).map((d) => d.url);
+          logger.error(
+            { trace_id: record.traceId, webhook_id: record.id, destinations: left },
+            "webhook not delivered before the stop: lost with this in-memory instance",
+          );
+        }
         // Spread reconnects over a second or two so another instance is not hit all at once.
         streams.closeAll(() => 500 + Math.floor(Math.random() * 1500));
         // Ended streams leave idle keep-alive sockets behind; close those, and cut any straggler.

@@ -279,6 +279,7 @@ function createFrontService(env: EdgeEnv): BindService {
   };
   return {
     instanceId: "edge-worker",
+    webhooks: null,
     register: (reg: BindRegistration, quota?: RegistrationQuota) => bindStub(env, reg.trace_id).register(reg, quota),
     resume: elsewhere,
     getState: elsewhere,

@@ -3,11 +3,15 @@ import type { BindRegistration, BindState } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
 import { deadlineOf, finishState } from "../domain/state.js";
+import { newDeliveryRecord, destinationsOf as webhookDestinationsOf } from "../domain/webhook.js";
 import type { CheckbindClient } from "../top/client.js";
-import type { Coordinator, RegisterResult } from "./coordinator.js";
+import { webhookBodyOf, webhookIdOf } from "../webhook/message.js";
+import type { WebhookSender } from "../webhook/sender.js";
+import type { Coordinator, RegisterResult, UpdateOptions } from "./coordinator.js";
 import { createHubRegistry, type Hub, type WatcherEntry, type WatchSink } from "./hub.js";
 import { createPermitQueue } from "./permit-queue.js";
 import { type PollObserver, pollTimings, startDriver } from "./poll-driver.js";
+import { createWebhookDispatcher, type WebhookObserver, type WebhookTimings } from "./webhook-dispatcher.js";
 
 export type { WatchSink } from "./hub.js";
 
@@ -19,7 +23,17 @@ export interface WatchConfig {
 }
 
 /** Hooks for metrics; every one optional. */
-export interface ServiceObserver extends PollObserver {}
+export interface ServiceObserver extends PollObserver, WebhookObserver {
+  onFinished?(status: BindState["status"]): void;
+}
+
+/** Webhooks (SPEC §3): where finals go, how they are sent and retried. */
+export interface WebhookDeps {
+  /** WEBHOOK_URL: where every bind's final goes; a bind's own `callback_url` is added. */
+  readonly webhookUrl: string | undefined;
+  readonly send: WebhookSender;
+  readonly timings: WebhookTimings;
+}
 
 export interface BindServiceDeps {
   readonly coordinator: Coordinator;
@@ -34,6 +48,8 @@ export interface BindServiceDeps {
    * grows: the edge stores it, so an evicted object's alarm can resume the poll.
    */
   readonly onWanted?: (traceId: string, untilMs: number) => void;
+  /** Webhooks to the backend; none when unset. */
+  readonly webhooks?: WebhookDeps;
 }
 
 /** A registration quota (REGISTRATIONS_PER_MINUTE) to count a new registration against. */
@@ -96,8 +112,55 @@ export function createBindService(deps: BindServiceDeps) {
   });
   const permits = createPermitQueue(coordinator, logger);
 
+  /** A bind with webhook destinations is wanted until it is final (SPEC §3): its backend learns how it ended. */
   function hasLocalInterest(hub: Hub): boolean {
-    return hub.watchers.size > 0 || hub.lingerUntil > Date.now();
+    return hub.watchers.size > 0 || hub.lingerUntil > Date.now() || (hub.webhook && !hub.last?.final);
+  }
+
+  const webhooks = deps.webhooks;
+  const destinationsOf = (reg: BindRegistration | null): string[] =>
+    webhooks && reg ? webhookDestinationsOf(reg, webhooks.webhookUrl) : [];
+  /** The deliveries of a final of `reg`, to be written with it; `undefined` without destinations. */
+  function deliveriesFor(reg: BindRegistration | null): UpdateOptions["deliveries"] {
+    const destinations = destinationsOf(reg);
+    if (destinations.length === 0) return undefined;
+    return (final) =>
+      newDeliveryRecord({
+        id: webhookIdOf(final),
+        state: final,
+        body: webhookBodyOf(final),
+        destinations,
+        nowMs: Date.now(),
+      });
+  }
+
+  const dispatcher = webhooks
+    ? createWebhookDispatcher({
+        store: coordinator.deliveries,
+        send: webhooks.send,
+        timings: webhooks.timings,
+        logger,
+        ...(deps.observer ? { observer: deps.observer } : {}),
+        adopt: async (traceId) => {
+          const hub = registry.hubFor(traceId);
+          hub.webhook = true;
+          const state = await subscribeAndRead(hub);
+          if (!state || state.final) {
+            registry.collect(hub);
+            return;
+          }
+          registry.offer(hub, state);
+          ensureDriver(hub);
+        },
+      })
+    : null;
+
+  /** A final state was written by this instance: counted, and its webhooks sent. */
+  function finalWritten(traceId: string, state: BindState): void {
+    deps.observer?.onFinished?.(state.status);
+    if (dispatcher && destinationsOf(registry.get(traceId)?.registration ?? null).length > 0) {
+      dispatcher.kick(traceId);
+    }
   }
 
   const driverEnv = {
@@ -111,6 +174,8 @@ export function createBindService(deps: BindServiceDeps) {
     hubs: registry,
     instanceId,
     wanted: hasLocalInterest,
+    deliveriesOf: (hub: Hub) => deliveriesFor(hub.registration),
+    finalWritten: (hub: Hub, state: BindState) => finalWritten(hub.traceId, state),
     stopping: () => stopping,
   };
 
@@ -174,19 +239,24 @@ export function createBindService(deps: BindServiceDeps) {
    */
   async function expireIfDue(traceId: string, state: BindState): Promise<BindState> {
     if (state.final || coordinator.now() < deadlineOf(state) - EXPIRY_SLACK_MS) return state;
+    const reg = registry.get(traceId)?.registration ?? (webhooks ? await coordinator.getRegistration(traceId) : null);
+    const deliveries = deliveriesFor(reg);
     const next = await coordinator.updateState(
       traceId,
       (s) => (s.final ? s : finishState(s, "expired", coordinator.now())),
-      {
-        notBeforeMs: deadlineOf(state),
-      },
+      { notBeforeMs: deadlineOf(state), ...(deliveries ? { deliveries } : {}) },
     );
-    if (next?.final && next.version !== state.version) deps.observer?.onFinished?.(next.status);
+    if (next?.final && next.version !== state.version) {
+      deps.observer?.onFinished?.(next.status);
+      if (deliveries) dispatcher?.kick(traceId);
+    }
     return next ?? state;
   }
 
   return {
     instanceId,
+    /** The webhook dispatcher, when webhooks are configured: the runtime starts and stops it. */
+    webhooks: dispatcher,
 
     /**
      * Registers a bind attempt (idempotent) and starts polling it for POLL_LINGER_MS.
@@ -205,6 +275,11 @@ export function createBindService(deps: BindServiceDeps) {
       if (result.kind === "conflict") return result;
       const hub = registry.hubFor(reg.trace_id);
       hub.registration = reg;
+      // Listed before it is polled: if this instance dies, another one finds it and polls it to its end.
+      if (dispatcher && destinationsOf(reg).length > 0) {
+        hub.webhook = true;
+        await dispatcher.track(reg.trace_id);
+      }
       let state = result.state;
       try {
         await registry.subscribe(hub);
@@ -338,11 +413,20 @@ export function createBindService(deps: BindServiceDeps) {
     async cancel(traceId: string): Promise<BindState | null> {
       const before = await coordinator.getState(traceId);
       if (!before) return null;
-      const next = await coordinator.updateState(traceId, (s) => finishState(s, "cancelled", coordinator.now()));
+      const reg = registry.get(traceId)?.registration ?? (webhooks ? await coordinator.getRegistration(traceId) : null);
+      const deliveries = deliveriesFor(reg);
+      const next = await coordinator.updateState(
+        traceId,
+        (s) => finishState(s, "cancelled", coordinator.now()),
+        deliveries ? { deliveries } : {},
+      );
       if (next) {
         const hub = registry.get(traceId);
         if (hub) registry.offer(hub, next);
-        if (next.final && !before.final) deps.observer?.onFinished?.(next.status);
+        if (next.final && !before.final) {
+          deps.observer?.onFinished?.(next.status);
+          if (deliveries) dispatcher?.kick(traceId);
+        }
       }
       return next;
     },

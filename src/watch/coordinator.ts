@@ -1,4 +1,6 @@
 import type { BindRegistration, BindState } from "../domain/bind.js";
+import type { DeliveryRecord } from "../domain/webhook.js";
+import type { DeliveryStore } from "./deliveries.js";
 
 export type RegisterResult =
   | { readonly kind: "created"; readonly state: BindState }
@@ -37,6 +39,13 @@ export type TraceEvent =
   | { readonly kind: "released" };
 
 export type Unsubscribe = () => Promise<void>;
+
+export interface UpdateOptions {
+  /** Write only once the store's clock has reached this (the deadline). */
+  readonly notBeforeMs?: number;
+  /** The webhook deliveries of the new state when it is final; `null` when it has none. */
+  readonly deliveries?: (final: BindState) => DeliveryRecord | null;
+}
 
 export interface CallOptions {
   /** Calls start at least this far apart, whoever makes them (0.8 × POLL_INTERVAL_MS). */
@@ -86,12 +95,14 @@ export interface Coordinator {
    * to every subscriber on every instance. With `notBeforeMs`, only once the store's clock
    * has reached it (the deadline); before that the state is left as it is. Resolves to
    * the stored state afterwards, or `null` for an unknown trace. `mutate` may run more
-   * than once (optimistic engines retry a lost race), so it must be pure.
+   * than once (optimistic engines retry a lost race), so it must be pure. A final state
+   * is written with the webhook deliveries `opts.deliveries` gives for it, in the same
+   * step, unless the trace has some already.
    */
   updateState(
     traceId: string,
     mutate: (current: BindState) => BindState,
-    opts?: { readonly notBeforeMs?: number },
+    opts?: UpdateOptions,
   ): Promise<BindState | null>;
   /**
    * Delivers the trace's events. Resolves once the subscription is live, so a read of
@@ -137,6 +148,9 @@ export interface Coordinator {
   takeRegistration(key: string, perMinute: number): Promise<QuotaTake>;
   /** Gives back a registration taken for a trace that turned out to be registered already. */
   refundRegistration(key: string, perMinute: number): Promise<void>;
+
+  /** The webhook deliveries of the deployment's finals. */
+  readonly deliveries: DeliveryStore;
 
   /** False while the backing store is unreachable (`/readyz`). */
   isReady(): Promise<boolean>;

@@ -2,6 +2,7 @@ import type { BindRegistration, BindState } from "../domain/bind.js";
 import { banPace, takePace } from "../domain/pacer.js";
 import { canonicalJson, createInitialState } from "../domain/state.js";
 import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
+import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
   CallGate,
   Coordinator,
@@ -12,6 +13,7 @@ import type {
   TraceEvent,
   Unsubscribe,
 } from "./coordinator.js";
+import { afterAttempt, type DeliveryStore, firstDue } from "./deliveries.js";
 
 /**
  * The part of Durable Object storage (`ctx.storage`) the coordinator uses. Defined
@@ -73,12 +75,17 @@ interface TraceMeta {
   readonly expiresAtMs: number;
 }
 
+/** The traces whose webhooks are looked after, with when to look next: one trace per object in bindwatch. */
+const TRACKED_KEY = "deliveries:tracked";
+
 /** One builder for every storage key, as in the Redis coordinator. */
 const keys = {
   meta: (traceId: string) => `trace:${traceId}:meta`,
   state: (traceId: string) => `trace:${traceId}:state`,
   interest: (traceId: string) => `trace:${traceId}:interest`,
   lastCall: (traceId: string) => `trace:${traceId}:last-call`,
+  /** Kept apart from the trace's other keys: deliveries outlive its retention. */
+  deliveries: (traceId: string) => `deliveries:${traceId}`,
   all: (traceId: string) => [keys.meta, keys.state, keys.interest, keys.lastCall].map((k) => k(traceId)),
 };
 
@@ -145,8 +152,81 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     await storage.put(keys.state(reg.trace_id), state);
   }
 
+  const claims = new Map<string, { token: string; expiresAtMs: number }>();
+  const trackedOf = async () => (await storage.get<Record<string, number>>(TRACKED_KEY)) ?? {};
+  const deliveries: DeliveryStore = {
+    track(traceId, atMs) {
+      return serial(async () => {
+        const tracked = await trackedOf();
+        if (tracked[traceId] === undefined) await storage.put(TRACKED_KEY, { ...tracked, [traceId]: atMs });
+      });
+    },
+    due(nowMs, limit) {
+      return serial(async () =>
+        Object.entries(await trackedOf())
+          .filter(([, at]) => at <= nowMs)
+          .sort((a, b) => a[1] - b[1])
+          .slice(0, limit)
+          .map(([id]) => id),
+      );
+    },
+    claim(traceId, nowMs, claimMs) {
+      return serial(async () => {
+        const list = (await storage.get<DeliveryRecord[]>(keys.deliveries(traceId))) ?? [];
+        if (list.length === 0) {
+          const meta = await live(traceId);
+          const state = meta ? await storage.get<BindState>(keys.state(traceId)) : undefined;
+          if (!state || state.final) return { kind: "done" } as const;
+          const lease = leases.get(traceId);
+          return { kind: "open", polled: lease !== undefined && lease.expiresAtMs > now() } as const;
+        }
+        const held = claims.get(traceId);
+        if (held && held.expiresAtMs > now()) return { kind: "later", atMs: nowMs + held.expiresAtMs - now() } as const;
+        const due = firstDue(list, nowMs);
+        if (!due) return { kind: "done" } as const;
+        if ("atMs" in due) return { kind: "later", atMs: due.atMs } as const;
+        const token = crypto.randomUUID();
+        claims.set(traceId, { token, expiresAtMs: now() + claimMs });
+        return { kind: "deliver", token, record: due.record, destination: due.destination } as const;
+      });
+    },
+    settle(traceId, token, id, destination, result) {
+      return serial(async () => {
+        if (claims.get(traceId)?.token !== token) return null;
+        claims.delete(traceId);
+        const list = (await storage.get<DeliveryRecord[]>(keys.deliveries(traceId))) ?? [];
+        const { records: left, settled } = afterAttempt(list, id, destination, result);
+        if (left.length === 0) await storage.delete([keys.deliveries(traceId)]);
+        else await storage.put(keys.deliveries(traceId), left);
+        return settled;
+      });
+    },
+    async release(traceId, token) {
+      if (claims.get(traceId)?.token === token) claims.delete(traceId);
+    },
+    pendingRecords() {
+      return serial(async () => {
+        const found: DeliveryRecord[] = [];
+        for (const id of Object.keys(await trackedOf())) {
+          found.push(...((await storage.get<DeliveryRecord[]>(keys.deliveries(id))) ?? []));
+        }
+        return found;
+      });
+    },
+    schedule(traceId, atMs) {
+      return serial(async () => {
+        const { [traceId]: _dropped, ...rest } = await trackedOf();
+        await storage.put(TRACKED_KEY, atMs === null ? rest : { ...rest, [traceId]: atMs });
+      });
+    },
+    tracked() {
+      return serial(async () => Object.keys(await trackedOf()).length);
+    },
+  };
+
   return {
     now,
+    deliveries,
 
     register(reg, timeoutMs): Promise<RegisterResult> {
       return serial(async () => {
@@ -192,6 +272,13 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
         await storage.put(keys.state(traceId), next);
         if (next.final && meta.expiresAtMs < now() + opts.resultTtlMs) {
           await storage.put(keys.meta(traceId), { ...meta, expiresAtMs: now() + opts.resultTtlMs });
+        }
+        const record = next.final ? (updateOpts?.deliveries?.(next) ?? null) : null;
+        if (record) {
+          const existing = (await storage.get<DeliveryRecord[]>(keys.deliveries(traceId))) ?? [];
+          if (!existing.some((r) => r.id === record.id)) {
+            await storage.put(keys.deliveries(traceId), [...existing, record]);
+          }
         }
         publish(traceId, { kind: "state", state: next });
         return next;

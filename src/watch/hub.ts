@@ -44,6 +44,8 @@ export interface Hub {
   restartTimer: ReturnType<typeof setTimeout> | null;
   /** When (this instance's clock) the channel last showed that the trace's poller is alive. */
   lastSignAt: number;
+  /** The bind has webhook destinations: it is wanted here until it is final. */
+  webhook: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -81,6 +83,7 @@ export function createHubRegistry(deps: HubRegistryDeps) {
         driver: null,
         restartTimer: null,
         lastSignAt: 0,
+        webhook: false,
       };
       hubs.set(traceId, hub);
     }

@@ -3,6 +3,7 @@ import type { BindRegistration, BindState } from "../domain/bind.js";
 import { banPace, takePace } from "../domain/pacer.js";
 import { canonicalJson, createInitialState } from "../domain/state.js";
 import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
+import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
   CallGate,
   Coordinator,
@@ -13,6 +14,7 @@ import type {
   TraceEvent,
   Unsubscribe,
 } from "./coordinator.js";
+import { afterAttempt, type DeliveryStore, firstDue } from "./deliveries.js";
 
 export interface MemoryCoordinatorOptions {
   /** How long a trace is kept after registration (BIND_TIMEOUT_MS + RESULT_TTL_MS). */
@@ -47,6 +49,11 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
   const paceMs = 1000 / opts.upstreamQps;
   let nextCallAtMs = 0;
   const quotas = new Map<string, BucketState>();
+  /** Webhook deliveries by trace: they outlive the trace's retention (WEBHOOK_MAX_AGE_MS). */
+  const records = new Map<string, DeliveryRecord[]>();
+  const claims = new Map<string, { token: string; expiresAtMs: number }>();
+  /** The traces looked after, with when to look next. */
+  const tracked = new Map<string, number>();
 
   function live(traceId: string): TraceRecord | undefined {
     const record = traces.get(traceId);
@@ -89,8 +96,62 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
     return record;
   }
 
+  function addDeliveries(traceId: string, record: DeliveryRecord | null): void {
+    if (!record) return;
+    const existing = records.get(traceId) ?? [];
+    if (!existing.some((r) => r.id === record.id)) records.set(traceId, [...existing, record]);
+  }
+
+  const deliveries: DeliveryStore = {
+    async track(traceId, atMs) {
+      if (!tracked.has(traceId)) tracked.set(traceId, atMs);
+    },
+    async due(nowMs, limit) {
+      const due = [...tracked].filter(([, at]) => at <= nowMs).sort((a, b) => a[1] - b[1]);
+      return due.slice(0, limit).map(([id]) => id);
+    },
+    async claim(traceId, nowMs, claimMs) {
+      const list = records.get(traceId) ?? [];
+      if (list.length === 0) {
+        const record = live(traceId);
+        if (!record || record.state.final) return { kind: "done" };
+        return { kind: "open", polled: record.lease !== null && record.lease.expiresAtMs > now() };
+      }
+      const held = claims.get(traceId);
+      if (held && held.expiresAtMs > now()) return { kind: "later", atMs: nowMs + (held.expiresAtMs - now()) };
+      const due = firstDue(list, nowMs);
+      if (!due) return { kind: "done" };
+      if ("atMs" in due) return { kind: "later", atMs: due.atMs };
+      const token = randomUUID();
+      claims.set(traceId, { token, expiresAtMs: now() + claimMs });
+      return { kind: "deliver", token, record: due.record, destination: due.destination };
+    },
+    async settle(traceId, token, id, destination, result) {
+      if (claims.get(traceId)?.token !== token) return null;
+      claims.delete(traceId);
+      const { records: left, settled } = afterAttempt(records.get(traceId) ?? [], id, destination, result);
+      if (left.length === 0) records.delete(traceId);
+      else records.set(traceId, left);
+      return settled;
+    },
+    async release(traceId, token) {
+      if (claims.get(traceId)?.token === token) claims.delete(traceId);
+    },
+    async schedule(traceId, atMs) {
+      if (atMs === null) tracked.delete(traceId);
+      else tracked.set(traceId, atMs);
+    },
+    async tracked() {
+      return tracked.size;
+    },
+    async pendingRecords() {
+      return [...records.values()].flat();
+    },
+  };
+
   return {
     now,
+    deliveries,
 
     async register(reg, timeoutMs): Promise<RegisterResult> {
       const text = canonicalJson(reg);
@@ -128,7 +189,10 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       const next = mutate(prev);
       if (next === prev) return prev;
       record.state = next;
-      if (next.final) record.expiresAtMs = Math.max(record.expiresAtMs, now() + opts.resultTtlMs);
+      if (next.final) {
+        record.expiresAtMs = Math.max(record.expiresAtMs, now() + opts.resultTtlMs);
+        addDeliveries(traceId, updateOpts?.deliveries?.(next) ?? null);
+      }
       publish(record, { kind: "state", state: next });
       return next;
     },

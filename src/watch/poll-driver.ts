@@ -4,7 +4,7 @@ import type { CheckbindOutcome } from "../domain/outcome.js";
 import { applyOutcome, deadlineOf, finishState } from "../domain/state.js";
 import type { CheckbindClient } from "../top/client.js";
 import { retryCheckbind } from "../top/retry.js";
-import type { Coordinator } from "./coordinator.js";
+import type { Coordinator, UpdateOptions } from "./coordinator.js";
 import type { Hub, HubDriver, HubRegistry } from "./hub.js";
 import type { PermitQueue } from "./permit-queue.js";
 import { sleep } from "./sleep.js";
@@ -49,7 +49,6 @@ export function pollTimings(intervalMs: number): PollTimings {
 
 export interface PollObserver {
   onCall?(outcome: CheckbindOutcome["kind"], durationMs: number): void;
-  onFinished?(status: BindState["status"]): void;
 }
 
 export interface DriverEnv {
@@ -62,8 +61,12 @@ export interface DriverEnv {
   readonly permits: PermitQueue;
   readonly hubs: HubRegistry;
   readonly instanceId: string;
-  /** Whether this instance wants the trace polled now (watchers, linger). */
+  /** Whether this instance wants the trace polled now (watchers, linger, webhook destinations). */
   wanted(hub: Hub): boolean;
+  /** The webhook deliveries of the trace's final, written with it (`undefined`: it has no destination). */
+  deliveriesOf(hub: Hub): UpdateOptions["deliveries"];
+  /** A final state was written here. */
+  finalWritten(hub: Hub, state: BindState): void;
   /** The instance is shutting down: drivers stop and are not restarted. */
   stopping(): boolean;
 }
@@ -196,10 +199,11 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
     opts?: { readonly notBeforeMs?: number },
   ): Promise<BindState | null> {
     const pending = carried;
+    const deliveries = env.deliveriesOf(hub);
     const next = await coordinator.updateState(
       traceId,
       (s) => mutate(pending.reduce((acc, c) => applyOutcome(acc, c.outcome, c.at), s)),
-      opts,
+      { ...opts, ...(deliveries ? { deliveries } : {}) },
     );
     if (next && carried === pending && !(opts?.notBeforeMs !== undefined && next.final === false)) carried = [];
     return next;
@@ -223,10 +227,11 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
         return seen;
       }
     }
+    const before = hub.last;
     const next = await writeNow((s) => applyOutcome(s, outcome, at));
     if (next) {
       env.hubs.offer(hub, next);
-      if (next.final) env.observer?.onFinished?.(next.status);
+      if (next.final && !before?.final) env.finalWritten(hub, next);
     }
     return next;
   }
@@ -238,7 +243,7 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
     });
     if (next) {
       env.hubs.offer(hub, next);
-      if (next.final && next.version !== state.version) env.observer?.onFinished?.(next.status);
+      if (next.final && next.version !== state.version) env.finalWritten(hub, next);
     }
     return next;
   }

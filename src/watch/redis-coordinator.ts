@@ -6,6 +6,7 @@ import { BIND_STATUSES } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
 import { canonicalJson, createInitialState } from "../domain/state.js";
+import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
   CallGate,
   Coordinator,
@@ -17,6 +18,7 @@ import type {
   Unsubscribe,
 } from "./coordinator.js";
 import { CoordinatorUnavailableError } from "./coordinator.js";
+import { afterAttempt, type DeliveryClaim, type DeliveryStore, firstDue } from "./deliveries.js";
 import type { TraceKeys } from "./redis-keys.js";
 import { createRedisKeys } from "./redis-keys.js";
 import { defineCoordinatorScripts } from "./redis-scripts.js";
@@ -43,6 +45,8 @@ export interface RedisCoordinatorOptions {
    * call begun before it may still be in flight (SPEC §4.9). At least the poll lease.
    */
   readonly failoverQuietMs?: number;
+  /** How long the webhook deliveries of a final are kept (WEBHOOK_MAX_AGE_MS and some); default 25 h. */
+  readonly deliveryRetentionMs?: number;
   /** Counts every request sent to Redis (a script or a pipeline being one), by operation. */
   readonly onRequest?: (operation: string) => void;
   readonly logger?: Logger;
@@ -57,6 +61,8 @@ const RESYNC_RETRY_MS = 1_000;
 /** A placeholder of the initial state that register.lua replaces with TIME (no trace_id can hold braces). */
 const NOW_PLACEHOLDER = "{{now}}";
 const DEADLINE_PLACEHOLDER = "{{deadline}}";
+/** WEBHOOK_MAX_AGE_MS's default (a day) and an hour. */
+const DEFAULT_DELIVERY_RETENTION_MS = 25 * 60 * 60 * 1000;
 
 interface ChannelEntry {
   readonly traceId: string;
@@ -112,6 +118,7 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
   const resultTtlMs = Math.ceil(opts.resultTtlMs);
   const paceMs = 1000 / opts.upstreamQps;
   const quietMs = opts.failoverQuietMs ?? 0;
+  const deliveryRetentionMs = Math.ceil(opts.deliveryRetentionMs ?? DEFAULT_DELIVERY_RETENTION_MS);
 
   /** The Redis clock minus this instance's, as the last script that read TIME said. */
   let offsetMs = 0;
@@ -260,8 +267,90 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
     () => {},
   );
 
+  const deliveries: DeliveryStore = {
+    async track(traceId, atMs) {
+      await store("track webhooks", () => redis.zadd(keys.webhooks, "NX", Math.floor(atMs), traceId));
+    },
+    async due(nowMs, limit) {
+      return store("due webhooks", () =>
+        redis.zrangebyscore(keys.webhooks, "-inf", Math.floor(nowMs), "LIMIT", 0, limit),
+      );
+    },
+    async claim(traceId, nowMs, claimMs): Promise<DeliveryClaim> {
+      const k = keys.trace(traceId);
+      const look = (await store("look at webhooks", () =>
+        scripts.deliveryLook([k.deliveries, k.deliveryClaim, k.state, k.poll], []),
+      )) as [string, string | number | undefined, number | undefined];
+      if (look[0] === "done") return { kind: "done" };
+      if (look[0] === "open") return { kind: "open", polled: look[1] === 1 };
+      const text = String(look[1]);
+      const claimLeft = look[2] ?? 0;
+      if (claimLeft > 0) return { kind: "later", atMs: nowMs + claimLeft };
+      const due = firstDue(JSON.parse(text) as DeliveryRecord[], nowMs);
+      if (!due) return { kind: "done" };
+      if ("atMs" in due) return { kind: "later", atMs: due.atMs };
+      const token = randomUUID();
+      const claimed = await store("claim webhook", () =>
+        scripts.deliveryClaim([k.deliveries, k.deliveryClaim], [token, pxOf(claimMs), text]),
+      );
+      if (claimed !== 1) return { kind: "later", atMs: nowMs };
+      claimedTexts.set(`${traceId}\n${token}`, text);
+      return { kind: "deliver", token, record: due.record, destination: due.destination };
+    },
+    async settle(traceId, token, id, destination, result) {
+      const k = keys.trace(traceId);
+      const claimKey = `${traceId}\n${token}`;
+      let text = claimedTexts.get(claimKey);
+      claimedTexts.delete(claimKey);
+      for (let attempt = 0; text !== undefined && attempt < MAX_CAS_ATTEMPTS; attempt += 1) {
+        const { records: left, settled } = afterAttempt(JSON.parse(text) as DeliveryRecord[], id, destination, result);
+        const expected: string = text;
+        const reply = (await store("settle webhook", () =>
+          scripts.deliverySettle(
+            [k.deliveries, k.deliveryClaim],
+            [token, expected, left.length === 0 ? "" : JSON.stringify(left)],
+          ),
+        )) as [number, string | undefined];
+        if (reply[0] === 1) return settled;
+        if (reply[0] === 0) return null;
+        text = reply[1] || undefined;
+      }
+      return null;
+    },
+    async release(traceId, token) {
+      const k = keys.trace(traceId);
+      const claimKey = `${traceId}\n${token}`;
+      const text = claimedTexts.get(claimKey);
+      claimedTexts.delete(claimKey);
+      if (text === undefined) return;
+      // The deliveries as they were: only the claim goes.
+      await store("release webhook", () =>
+        scripts.deliverySettle([k.deliveries, k.deliveryClaim], [token, text, text]),
+      );
+    },
+    async pendingRecords() {
+      const ids = await store("list webhooks", () => redis.zrange(keys.webhooks, 0, -1));
+      const found: DeliveryRecord[] = [];
+      for (const id of ids) {
+        const text = await store("get webhooks", () => redis.get(keys.trace(id).deliveries));
+        if (text) found.push(...(JSON.parse(text) as DeliveryRecord[]));
+      }
+      return found;
+    },
+    async schedule(traceId, atMs) {
+      if (atMs === null) await store("untrack webhooks", () => redis.zrem(keys.webhooks, traceId));
+      else await store("schedule webhooks", () => redis.zadd(keys.webhooks, Math.floor(atMs), traceId));
+    },
+    async tracked() {
+      return store("count webhooks", () => redis.zcard(keys.webhooks));
+    },
+  };
+  /** The deliveries' text each claim was decided on, until it is settled. */
+  const claimedTexts = new Map<string, string>();
+
   return {
     now: () => Date.now() + offsetMs,
+    deliveries,
 
     async register(reg, timeoutMs): Promise<RegisterResult> {
       const k = keys.trace(reg.trace_id);
@@ -331,10 +420,20 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
         if (next === current) return current;
         const nextText = JSON.stringify(next);
         const expected: string = text;
+        const record = next.final ? (updateOpts?.deliveries?.(next) ?? null) : null;
         const reply = await store("update state", () =>
           scripts.updateState(
-            [k.state, k.reg],
-            [expected, nextText, next.final ? "1" : "0", resultTtlMs, k.events, updateOpts?.notBeforeMs ?? ""],
+            [k.state, k.reg, k.deliveries],
+            [
+              expected,
+              nextText,
+              next.final ? "1" : "0",
+              resultTtlMs,
+              k.events,
+              updateOpts?.notBeforeMs ?? "",
+              record ? JSON.stringify(record) : "",
+              deliveryRetentionMs,
+            ],
           ),
         );
         const [code, stored] = reply as [number, string | undefined];

@@ -15,6 +15,10 @@ export interface TraceKeys {
   readonly poll: string;
   /** Sharded pub/sub channel (SPUBLISH/SSUBSCRIBE): `s<state JSON>`, `a` (holder alive), `r` (released). */
   readonly events: string;
+  /** String: the webhook deliveries of the trace's finals, a JSON array of DeliveryRecord (src/domain/webhook.ts). */
+  readonly deliveries: string;
+  /** String: the token of the instance making a delivery attempt now (PX: the attempt's time). */
+  readonly deliveryClaim: string;
 }
 
 /** The deployment-wide key of the upstream budget (SPEC §4.5), with a hash tag of its own. */
@@ -29,6 +33,8 @@ export interface RedisKeys {
   readonly upstream: UpstreamKeys;
   /** Hash: one API key's registration quota (`tokens`, `updated_ms`); `key` is a digest, never the key itself. */
   quota(key: string): string;
+  /** ZSET, tag `{webhooks}`: the traces whose webhooks are looked after, scored by when to look next (ms). */
+  readonly webhooks: string;
 }
 
 /**
@@ -48,9 +54,17 @@ export function createRedisKeys(prefix: string = DEFAULT_KEY_PREFIX): RedisKeys 
     prefix,
     trace(traceId: string): TraceKeys {
       const base = `${prefix}{${traceId}}`;
-      return { reg: `${base}:reg`, state: `${base}:state`, poll: `${base}:poll`, events: `${base}:events` };
+      return {
+        reg: `${base}:reg`,
+        state: `${base}:state`,
+        poll: `${base}:poll`,
+        events: `${base}:events`,
+        deliveries: `${base}:deliveries`,
+        deliveryClaim: `${base}:delivery-claim`,
+      };
     },
     upstream,
     quota: (key: string) => `${prefix}{quota:${key}}:registrations`,
+    webhooks: `${prefix}{webhooks}:tracked`,
   });
 }

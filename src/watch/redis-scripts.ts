@@ -20,7 +20,7 @@ type Arg = string | number;
 const SCRIPTS = {
   register: { file: "register.lua", keys: 3 },
   reassert: { file: "reassert.lua", keys: 3 },
-  updateState: { file: "update-state.lua", keys: 2 },
+  updateState: { file: "update-state.lua", keys: 3 },
   acquireLease: { file: "acquire-lease.lua", keys: 2 },
   renewLease: { file: "renew-lease.lua", keys: 1 },
   releaseLease: { file: "release-lease.lua", keys: 1 },
@@ -28,6 +28,9 @@ const SCRIPTS = {
   takePermit: { file: "take-permit.lua", keys: 1 },
   banUpstream: { file: "ban-upstream.lua", keys: 1 },
   takeRegistration: { file: "take-registration.lua", keys: 1 },
+  deliveryLook: { file: "delivery-look.lua", keys: 4 },
+  deliveryClaim: { file: "delivery-claim.lua", keys: 2 },
+  deliverySettle: { file: "delivery-settle.lua", keys: 2 },
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
@@ -47,8 +50,8 @@ export interface CoordinatorScripts {
     args: [string, string, number, number | "", number],
   ): Promise<unknown>;
   updateState(
-    keys: [state: string, reg: string],
-    args: [string, string, "0" | "1", number, string, number | ""],
+    keys: [state: string, reg: string, deliveries: string],
+    args: [string, string, "0" | "1", number, string, number | "", string, number],
   ): Promise<unknown>;
   acquireLease(keys: [reg: string, poll: string], args: [string, number]): Promise<unknown>;
   renewLease(keys: [poll: string], args: [string, number, string]): Promise<unknown>;
@@ -60,6 +63,9 @@ export interface CoordinatorScripts {
   takePermit(keys: [budget: string], args: [number]): Promise<unknown>;
   banUpstream(keys: [budget: string], args: [number]): Promise<unknown>;
   takeRegistration(keys: [quota: string], args: [number, "take" | "refund"]): Promise<unknown>;
+  deliveryLook(keys: [deliveries: string, claim: string, state: string, poll: string], args: []): Promise<unknown>;
+  deliveryClaim(keys: [deliveries: string, claim: string], args: [string, number, string]): Promise<unknown>;
+  deliverySettle(keys: [deliveries: string, claim: string], args: [string, string, string]): Promise<unknown>;
 }
 
 /** Command names on the connection; namespaced so they cannot clash with the caller's own scripts. */

@@ -78,6 +78,17 @@ describeCoordinatorContract(
       banUpstream: (ms) => inObject((c) => c.banUpstream(ms)),
       takeRegistration: (key, perMinute) => inObject((c) => c.takeRegistration(key, perMinute)),
       refundRegistration: (key, perMinute) => inObject((c) => c.refundRegistration(key, perMinute)),
+      deliveries: {
+        track: (traceId, atMs) => inObject((c) => c.deliveries.track(traceId, atMs)),
+        due: (nowMs, limit) => inObject((c) => c.deliveries.due(nowMs, limit)),
+        claim: (traceId, nowMs, claimMs) => inObject((c) => c.deliveries.claim(traceId, nowMs, claimMs)),
+        settle: (traceId, token, id, destination, result) =>
+          inObject((c) => c.deliveries.settle(traceId, token, id, destination, result)),
+        schedule: (traceId, atMs) => inObject((c) => c.deliveries.schedule(traceId, atMs)),
+        release: (traceId, token) => inObject((c) => c.deliveries.release(traceId, token)),
+        tracked: () => inObject((c) => c.deliveries.tracked()),
+        pendingRecords: () => inObject((c) => c.deliveries.pendingRecords()),
+      },
       isReady: () => inObject((c) => c.isReady()),
       close: () => inObject((c) => c.close()),
     };

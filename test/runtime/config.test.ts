@@ -280,6 +280,55 @@ describe("Redis topologies (SPEC §5)", () => {
   });
 });
 
+describe("webhooks (SPEC §3, §5)", () => {
+  const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  const refusal = (env: Record<string, string>) => {
+    try {
+      parseConfig(env);
+    } catch (err) {
+      if (err instanceof ConfigError) return err.variable;
+      throw err;
+    }
+    return null;
+  };
+
+  it("reads WEBHOOK_* and keeps the secret's decoded key, with SPEC §5's defaults", () => {
+    expect(parseConfig({}).webhooks).toBeUndefined();
+    const config = parseConfig({
+      WEBHOOK_URL: "https://backend.example.com/hooks",
+      WEBHOOK_SECRET: secret,
+      WEBHOOK_ALLOWED_ORIGINS: "https://a.example.com, http://localhost:3000",
+    });
+    expect(config.webhooks).toMatchObject({
+      url: "https://backend.example.com/hooks",
+      allowedOrigins: ["https://a.example.com", "http://localhost:3000"],
+      timeoutMs: 10_000,
+      retryMs: 5_000,
+      maxAgeMs: 86_400_000,
+    });
+    expect(config.webhooks?.key.length).toBe(24);
+    expect(
+      parseConfig({ WEBHOOK_ALLOWED_ORIGINS: "https://a.example.com", WEBHOOK_SECRET: secret }).webhooks?.url,
+    ).toBeUndefined();
+  });
+
+  it.each([
+    [{ WEBHOOK_URL: "ftp://backend.example.com/x", WEBHOOK_SECRET: secret }, "WEBHOOK_URL"],
+    [{ WEBHOOK_URL: "not a url", WEBHOOK_SECRET: secret }, "WEBHOOK_URL"],
+    [{ WEBHOOK_URL: "https://backend.example.com/x" }, "WEBHOOK_SECRET"],
+    [{ WEBHOOK_ALLOWED_ORIGINS: "https://a.example.com" }, "WEBHOOK_SECRET"],
+    [{ WEBHOOK_URL: "https://b.example.com/x", WEBHOOK_SECRET: "plain-secret" }, "WEBHOOK_SECRET"],
+    [{ WEBHOOK_URL: "https://b.example.com/x", WEBHOOK_SECRET: "whsec_%%%" }, "WEBHOOK_SECRET"],
+    [{ WEBHOOK_ALLOWED_ORIGINS: "https://a.example.com/path", WEBHOOK_SECRET: secret }, "WEBHOOK_ALLOWED_ORIGINS"],
+    [{ WEBHOOK_ALLOWED_ORIGINS: "a.example.com", WEBHOOK_SECRET: secret }, "WEBHOOK_ALLOWED_ORIGINS"],
+    [{ WEBHOOK_TIMEOUT_MS: "soon" }, "WEBHOOK_TIMEOUT_MS"],
+    [{ WEBHOOK_RETRY_MS: "0" }, "WEBHOOK_RETRY_MS"],
+    [{ WEBHOOK_MAX_AGE_MS: "-1" }, "WEBHOOK_MAX_AGE_MS"],
+  ])("refuses %o, naming %s", (env, variable) => {
+    expect(refusal(env)).toBe(variable);
+  });
+});
+
 describe("logger", () => {
   it("censors secrets and masks open_id", async () => {
     const { lines, stream } = createLogSink();

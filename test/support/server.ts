@@ -1,3 +1,4 @@
+import type { Writable } from "node:stream";
 import { parseConfig } from "../../src/runtime/config.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { type RunningServer, startNodeServer } from "../../src/runtime/node-server.js";
@@ -28,16 +29,22 @@ const TEST_ENV: Readonly<Record<string, string>> = {
 
 /**
  * Starts `startNodeServer` on 127.0.0.1, port 0, with the TOP gateway simulator;
- * `env` overrides the test defaults with the same variables as production.
+ * `env` overrides the test defaults with the same variables as production; `logTo` keeps the log lines.
  * @example const server = await startTestServer({ MAX_STREAMS: "3" }); … await server.stop();
  */
-export async function startTestServer(env: Readonly<Record<string, string>> = {}): Promise<TestServer> {
+export async function startTestServer(
+  env: Readonly<Record<string, string>> = {},
+  opts: { readonly logTo?: Writable } = {},
+): Promise<TestServer> {
   const merged = { ...TEST_ENV, ...env };
   if (merged.TOP_APP_KEY !== undefined || merged.TOP_APP_SECRET !== undefined) {
     throw new Error("startTestServer runs in simulator mode: do not set TOP credentials");
   }
   const config = parseConfig(merged);
-  const running = await startNodeServer(config, createLogger(config.logLevel));
+  const running = await startNodeServer(
+    config,
+    createLogger(config.logLevel, opts.logTo ? { destination: opts.logTo } : {}),
+  );
   const { simulator, sandbox } = running;
   if (!simulator || !sandbox) {
     await running.stop();

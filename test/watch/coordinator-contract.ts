@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import type { BindRegistration, BindState } from "../../src/domain/bind.js";
+import { type DeliveryRecord, newDeliveryRecord } from "../../src/domain/webhook.js";
 import type { Coordinator, LeaseTake, TraceEvent, Unsubscribe } from "../../src/watch/coordinator.js";
 
 /** What the suite configures; every engine's factory must honour it. */
@@ -483,6 +484,82 @@ export function describeCoordinatorContract(
         await b.refundRegistration(key, 2);
         expect(await a.takeRegistration(key, 2)).toEqual({ kind: "go" });
         expect((await b.takeRegistration(key, 2)).kind).toBe("wait");
+      });
+    });
+
+    describe("webhook deliveries", () => {
+      const record = (state: BindState, destinations: string[]): DeliveryRecord =>
+        newDeliveryRecord({
+          id: `msg_${state.trace_id}`,
+          state,
+          body: JSON.stringify(state),
+          destinations,
+          nowMs: Date.now(),
+        });
+
+      it("are written with the final they belong to, once, and claimed one attempt at a time", async () => {
+        const { a, b } = await open();
+        const { traceId } = await registered(a);
+        await a.deliveries.track(traceId, Date.now() + 60_000);
+        expect(await b.deliveries.due(Date.now(), 10)).not.toContain(traceId);
+        // Not final yet: the trace is open; polled once somebody holds its lease.
+        expect(await b.deliveries.claim(traceId, Date.now(), 5_000)).toEqual({ kind: "open", polled: false });
+        const lease = tokenOf(await a.acquireLease(traceId, 10_000));
+        expect(await b.deliveries.claim(traceId, Date.now(), 5_000)).toEqual({ kind: "open", polled: true });
+        await a.releaseLease(traceId, lease, 1_000);
+
+        const deliveries = (final: BindState) => record(final, ["http://a.test/h", "http://b.test/h"]);
+        const final = await a.updateState(traceId, finish, { deliveries });
+        await b.updateState(traceId, (s) => s, { deliveries });
+        await a.deliveries.schedule(traceId, Date.now());
+        expect(await b.deliveries.due(Date.now(), 10)).toContain(traceId);
+
+        const first = await b.deliveries.claim(traceId, Date.now(), 5_000);
+        if (first.kind !== "deliver") throw new Error(`expected an attempt, got ${first.kind}`);
+        expect(first.record).toMatchObject({ id: `msg_${traceId}`, body: JSON.stringify(final), traceId });
+        expect(first.record.destinations).toHaveLength(2);
+        expect(first.destination).toBe(0);
+        // One attempt in flight at a time, whoever asks.
+        expect((await a.deliveries.claim(traceId, Date.now(), 5_000)).kind).toBe("later");
+        const settled = await b.deliveries.settle(traceId, first.token, first.record.id, 0, { kind: "delivered" });
+        expect(settled?.destinations[0]).toMatchObject({ outcome: "delivered", attempts: 1 });
+        // A settle under a lost claim changes nothing.
+        expect(
+          await a.deliveries.settle(traceId, "not-the-token", first.record.id, 1, { kind: "delivered" }),
+        ).toBeNull();
+
+        const second = await a.deliveries.claim(traceId, Date.now(), 5_000);
+        if (second.kind !== "deliver") throw new Error(`expected the second destination, got ${second.kind}`);
+        expect(second.destination).toBe(1);
+        const retryAtMs = Date.now() + 60_000;
+        await a.deliveries.settle(traceId, second.token, second.record.id, 1, {
+          kind: "failed",
+          retryAtMs,
+          error: "HTTP 500",
+        });
+        expect(await b.deliveries.claim(traceId, Date.now(), 5_000)).toEqual({ kind: "later", atMs: retryAtMs });
+        expect((await b.deliveries.pendingRecords()).map((r) => r.id)).toEqual([`msg_${traceId}`]);
+
+        // Due at that time; a claim handed back is claimable at once.
+        const again = await b.deliveries.claim(traceId, retryAtMs, 5_000);
+        if (again.kind !== "deliver") throw new Error(`expected the retry, got ${again.kind}`);
+        expect(again.record.destinations[1]).toMatchObject({ attempts: 1, lastError: "HTTP 500" });
+        await b.deliveries.release(traceId, again.token);
+        const last = await a.deliveries.claim(traceId, retryAtMs, 5_000);
+        if (last.kind !== "deliver") throw new Error(`expected the retry again, got ${last.kind}`);
+        await a.deliveries.settle(traceId, last.token, last.record.id, 1, { kind: "gone" });
+        expect(await b.deliveries.claim(traceId, retryAtMs, 5_000)).toEqual({ kind: "done" });
+        expect(await b.deliveries.pendingRecords()).toEqual([]);
+        await b.deliveries.schedule(traceId, null);
+        expect(await a.deliveries.due(Number.MAX_SAFE_INTEGER, 10)).not.toContain(traceId);
+      });
+
+      it("are nothing for a final without destinations, and for a forgotten trace", async () => {
+        const { a } = await open();
+        const { traceId } = await registered(a);
+        await a.updateState(traceId, finish);
+        expect(await a.deliveries.claim(traceId, Date.now(), 5_000)).toEqual({ kind: "done" });
+        expect(await a.deliveries.claim(newTraceId(), Date.now(), 5_000)).toEqual({ kind: "done" });
       });
     });
 
