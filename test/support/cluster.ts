@@ -454,6 +454,19 @@ export async function startDeployment(
       },
       opts.instanceEnv,
     );
+    // As a load balancer would: traffic only once every instance says it is ready.
+    await Promise.all(
+      instances.map((instance) =>
+        waitUntil(
+          async () =>
+            (await fetch(`${instance.url}/readyz`, { signal: AbortSignal.timeout(2_000) }).catch(() => null))
+              ?.status === 200,
+          LISTEN_TIMEOUT_MS,
+          `${instance.name} to be ready`,
+          50,
+        ),
+      ),
+    );
     await warmUp(instances, gateway, opts.warmUpApiKey ? { authorization: `Bearer ${opts.warmUpApiKey}` } : {});
   } catch (err) {
     await killAll(instances);
