@@ -27,7 +27,11 @@ export default defineConfig({
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              bindings: { ...EDGE_TEST_VARS, TOP_GATEWAY_URL: `${inject("gatewayUrl")}/router/rest` },
+              bindings: {
+                ...EDGE_TEST_VARS,
+                TOP_GATEWAY_URL: `${inject("gatewayUrl")}/router/rest`,
+                WEBHOOK_URL: `${inject("gatewayUrl")}/webhooks`,
+              },
             },
           })),
         ],

@@ -27,6 +27,7 @@ import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator } from "../sim/gateway.js";
 import { createSandboxCredentials, SANDBOX_GATEWAY_PATH, type SandboxCredentials } from "../sim/sandbox.js";
 import { type CheckbindClient, createTopClient } from "../top/client.js";
+import { createWebhookSender } from "../webhook/sender.js";
 import {
   type BindService,
   createBindService,
@@ -151,6 +152,7 @@ function accessOf(config: Config): AccessConfig {
     tokenGraceMs: config.resultTtlMs,
     corsOrigins: config.corsOrigins,
     registrationsPerMinute: config.registrationsPerMinute,
+    callbackOrigins: config.webhooks?.allowedOrigins ?? [],
   };
 }
 
@@ -422,7 +424,10 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       },
       retentionMs: config.bindTimeoutMs + config.resultTtlMs,
       resultTtlMs: config.resultTtlMs,
+      // A retry of a webhook is the alarm's to keep, should the object be evicted meanwhile.
+      onDeliveriesScheduled: () => void this.planAlarm().catch(() => undefined),
     });
+    const hooks = config.webhooks;
     const service = createBindService({
       coordinator,
       client: createEdgeTopClient(env, config, logger),
@@ -436,6 +441,20 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
           .catch((err: unknown) => logger.warn({ err, trace_id: traceId }, "could not record interest")),
       // A final state needs no watchdog any more: the alarm moves to the end of the retention.
       observer: { onFinished: () => void this.planAlarm().catch(() => undefined) },
+      ...(hooks
+        ? {
+            webhooks: {
+              webhookUrl: hooks.url,
+              send: createWebhookSender({ key: hooks.key, timeoutMs: hooks.timeoutMs }),
+              timings: {
+                retryMs: hooks.retryMs,
+                maxAgeMs: hooks.maxAgeMs,
+                timeoutMs: hooks.timeoutMs,
+                checkMs: Math.max(3 * config.pollIntervalMs, 5_000),
+              },
+            },
+          }
+        : {}),
     });
     const app = createApp({
       service,
@@ -489,6 +508,9 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       await service.getState(traceId); // → expired once past the deadline
       if (schedule.interestUntilMs > Date.now()) await service.resume(traceId, schedule.interestUntilMs);
     }
+    // The trace's webhooks: an attempt or a retry due, or a bind with destinations to poll to its end.
+    const look = await coordinator.nextLook(traceId);
+    if (look !== null && look <= Date.now()) await service.webhooks?.look(traceId);
     await this.planAlarm();
   }
 
@@ -507,16 +529,23 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
     if (traceId === undefined) return;
     const { coordinator, watchdogMs } = this.runtime();
     const schedule = await coordinator.inspect(traceId);
+    const look = await coordinator.nextLook(traceId);
+    const now = Date.now();
     if (!schedule) {
+      // Webhooks left outlive the trace's retention (WEBHOOK_MAX_AGE_MS).
+      if (look !== null) {
+        await this.ctx.storage.setAlarm(Math.max(look, now + 1));
+        return;
+      }
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
       return;
     }
-    const now = Date.now();
     let at: number;
     if (schedule.state.final) at = schedule.expiresAtMs;
     else if (schedule.interestUntilMs > now) at = now + watchdogMs;
     else at = Math.min(deadlineOf(schedule.state), schedule.expiresAtMs);
+    if (look !== null) at = Math.min(at, look);
     await this.ctx.storage.setAlarm(Math.max(at, now + 1));
   }
 }

@@ -49,6 +49,8 @@ export interface DurableObjectCoordinatorOptions {
   readonly resultTtlMs: number;
   /** The object's clock: the one clock of its trace. */
   readonly now?: () => number;
+  /** The next look at a trace's webhooks was scheduled: the owning object re-plans its alarm. */
+  readonly onDeliveriesScheduled?: () => void;
 }
 
 /** What the owning object needs to plan its alarm; see {@link DurableObjectCoordinator.inspect}. */
@@ -61,6 +63,8 @@ export interface TraceSchedule {
 }
 
 export interface DurableObjectCoordinator extends Coordinator {
+  /** When the trace's webhooks are to be looked at next, or `null` when they are not looked after. */
+  nextLook(traceId: string): Promise<number | null>;
   /** Records that the trace is wanted polled until `untilMs` (never shortens it), so the alarm can resume it after eviction. */
   recordInterest(traceId: string, untilMs: number): Promise<void>;
   /** The stored state with its retention and interest, or `null` once forgotten. */
@@ -217,6 +221,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       return serial(async () => {
         const { [traceId]: _dropped, ...rest } = await trackedOf();
         await storage.put(TRACKED_KEY, atMs === null ? rest : { ...rest, [traceId]: atMs });
+        opts.onDeliveriesScheduled?.();
       });
     },
     tracked() {
@@ -370,6 +375,10 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
     async close() {
       listeners.clear();
       leases.clear();
+    },
+
+    nextLook(traceId) {
+      return serial(async () => (await trackedOf())[traceId] ?? null);
     },
 
     recordInterest(traceId, untilMs) {

@@ -56,11 +56,32 @@ export const gateway = {
     });
     if (res.status !== 200) throw new Error(`scripting ${traceId}: HTTP ${res.status} ${await res.text()}`);
   },
+  /** Has the receiver double answer 500 to the first `fail` webhook attempts of the trace. */
+  async failWebhooks(traceId: string, fail: number): Promise<void> {
+    const res = await fetch(`${inject("gatewayUrl")}/webhook-control/${traceId}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ fail }),
+    });
+    if (res.status !== 200) throw new Error(`scripting webhooks of ${traceId}: HTTP ${res.status}`);
+  },
+  /** The webhook attempts the receiver double got for the trace. */
+  async webhooks(traceId: string): Promise<ReceivedWebhook[]> {
+    return (await (await fetch(`${inject("gatewayUrl")}/webhook-control/${traceId}`)).json()) as ReceivedWebhook[];
+  },
   async trace(traceId: string): Promise<GatewayTraceReport> {
     const res = await fetch(`${inject("gatewayUrl")}/sim/traces/${traceId}`);
     return (await res.json()) as GatewayTraceReport;
   },
 };
+
+export interface ReceivedWebhook {
+  readonly id: string;
+  readonly at: string;
+  readonly verified: boolean;
+  readonly type: string | undefined;
+  readonly answered: number;
+}
 
 export interface GatewayTraceReport {
   readonly call_count: number;

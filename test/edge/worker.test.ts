@@ -502,3 +502,52 @@ describe("edge: configuration and simulator mode", () => {
     expect(await forged.checkbind(registration(newTraceId("sim")))).toMatchObject({ kind: "rejected" });
   });
 });
+
+describe("edge: webhooks from the trace's Durable Object", () => {
+  it("delivers the final, retrying on the backoff with one webhook-id, the alarm keeping the retries", async () => {
+    const traceId = newTraceId("webhook");
+    await gateway.failWebhooks(traceId, 2);
+    await registered(traceId, { outcome: "bound", after: 1 });
+    const attempts = await waitFor(
+      async () => {
+        const got = await gateway.webhooks(traceId);
+        return got.some((a) => a.answered === 200) ? got : null;
+      },
+      "the delivery after two failures",
+      15_000,
+    );
+    expect(attempts.map((a) => a.answered)).toEqual([500, 500, 200]);
+    expect(attempts.every((a) => a.verified && a.type === "bind.bound")).toBe(true);
+    expect(new Set(attempts.map((a) => a.id)).size).toBe(1);
+    const [first, second, third] = attempts.map((a) => Date.parse(a.at));
+    // WEBHOOK_RETRY_MS 300, then about twice that (±20 %).
+    expect((second ?? 0) - (first ?? 0)).toBeGreaterThanOrEqual(240);
+    expect((third ?? 0) - (second ?? 0)).toBeGreaterThanOrEqual(480);
+    // Nothing is left to deliver: the object's alarm is back to the trace's retention.
+    const state = await stateOf(traceId);
+    expect(state.status).toBe("bound");
+  });
+
+  it("keeps retrying from its alarm after the object was evicted", async () => {
+    const traceId = newTraceId("webhook-evicted");
+    await gateway.failWebhooks(traceId, 1);
+    await registered(traceId, { outcome: "bound", after: 0 });
+    await waitFor(async () => (await gateway.webhooks(traceId)).length === 1, "the failed attempt");
+    // Eviction drops the object's timers; what is stored and its alarm remain.
+    await abortAllDurableObjects();
+    await waitFor(
+      async () => {
+        const alarm = await runInDurableObject(objectOf(traceId), (_i: BindObject, s: DurableObjectStateApi) =>
+          s.storage.getAlarm(),
+        );
+        if (alarm !== null && alarm <= Date.now()) await runDurableObjectAlarm(objectOf(traceId));
+        return (await gateway.webhooks(traceId)).some((a) => a.answered === 200);
+      },
+      "the retry from the alarm",
+      15_000,
+    );
+    const attempts = await gateway.webhooks(traceId);
+    expect(attempts.map((a) => a.answered)).toEqual([500, 200]);
+    expect(new Set(attempts.map((a) => a.id)).size).toBe(1);
+  });
+});
