@@ -27,7 +27,6 @@ import { renderDemoPage } from "../sim/demo-page.js";
 import { createTopSimulator } from "../sim/gateway.js";
 import { createSandboxCredentials, SANDBOX_GATEWAY_PATH, type SandboxCredentials } from "../sim/sandbox.js";
 import { type CheckbindClient, createTopClient } from "../top/client.js";
-import { createWebhookSender } from "../webhook/sender.js";
 import {
   type BindService,
   createBindService,
@@ -42,6 +41,7 @@ import {
   type DurableObjectCoordinator,
   type DurableStorage,
 } from "../watch/durable-object-coordinator.js";
+import { createWebhookSender } from "../webhook/sender.js";
 import { type Config, ConfigError, parseConfig } from "./config.js";
 
 // ---- the platform, as far as bindwatch uses it ------------------------------
