@@ -10,7 +10,14 @@ import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
 import { bearerOf, createWatchToken, matchesAnyKey, quotaKeyOf, redactUrl, verifyWatchToken } from "./access.js";
 import { jsonError } from "./errors.js";
-import { createBodyChannel, createSseStream, SSE_HEADERS, type SseChannel, type StreamRegistry } from "./sse.js";
+import {
+  createBodyChannel,
+  createSseStream,
+  SSE_HEADERS,
+  type SseChannel,
+  type SseSettings,
+  type StreamRegistry,
+} from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
 
 /** The response an adapter must not write: the handler wrote it to the socket itself (@hono/node-server). */
@@ -81,7 +88,13 @@ export function createApp(deps: AppDeps): Hono {
   const logger = deps.logger ?? silentLogger;
   const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
   const now = deps.now ?? Date.now;
-  let openStreams = 0;
+  const sseSettings: SseSettings = {
+    retryMs: config.sseRetryMs,
+    heartbeatMs: config.heartbeatMs,
+    maxQueuedBytes,
+    registry: streams,
+    ...(deps.observer?.onEventSent ? { onEvent: deps.observer.onEventSent } : {}),
+  };
   const access: AccessConfig = deps.access ?? { apiKeys: [], tokenGraceMs: 0, corsOrigins: [] };
   const app = new Hono();
 
@@ -263,7 +276,7 @@ export function createApp(deps: AppDeps): Hono {
     // A malformed Last-Event-ID header counts as absent: a 4xx would stop an EventSource for good.
     const lastEventId = parseEventId(c.req.header("last-event-id")) ?? query.value;
 
-    if (openStreams >= config.maxStreams) {
+    if (streams.size >= config.maxStreams) {
       return jsonError(
         c,
         503,
@@ -282,31 +295,14 @@ export function createApp(deps: AppDeps): Hono {
     // opened here would stay attached (and keep the trace polled) with nobody to close it.
     if (c.req.method === "HEAD") return c.body(null, 200, SSE_HEADERS);
 
-    openStreams += 1;
-    let detach: () => void = () => {};
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      openStreams -= 1;
-      detach();
-    };
     // Headers that middleware (CORS, Referrer-Policy) put on the response so far go out too.
     const headers = new Headers(c.res.headers);
     for (const [name, value] of Object.entries(SSE_HEADERS)) headers.set(name, value);
     const direct = deps.openSseChannel?.(c, headers);
     const web = direct ? null : createBodyChannel(c.req.raw.signal);
-    const stream = createSseStream({
-      channel: direct ?? (web as NonNullable<typeof web>).channel,
-      retryMs: config.sseRetryMs,
-      heartbeatMs: config.heartbeatMs,
-      maxQueuedBytes,
-      registry: streams,
-      onClose: release,
-      ...(deps.observer?.onEventSent ? { onEvent: deps.observer.onEventSent } : {}),
-    });
+    const stream = createSseStream(direct ?? (web as NonNullable<typeof web>).channel, sseSettings);
     try {
-      const attachment = await service.attach(traceId, lastEventId, (state, frame) => stream.send(state, frame));
+      const attachment = await service.attach(traceId, lastEventId, stream);
       if (!attachment) {
         if (direct) {
           // The headers are out already: end the stream; the EventSource reconnects and gets the 404.
@@ -316,10 +312,9 @@ export function createApp(deps: AppDeps): Hono {
         stream.end();
         return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
       }
-      detach = attachment.detach;
-      // The stream may have ended during attach (final state, client gone): detach now.
-      if (released) attachment.detach();
-      else if (attachment.state.final && lastEventId >= attachment.state.version) stream.end();
+      // Detached at once if the stream ended during attach (final state, client gone).
+      stream.detachOnClose(attachment);
+      if (attachment.state.final && lastEventId >= attachment.state.version) stream.end();
     } catch (err) {
       stream.end();
       throw err;

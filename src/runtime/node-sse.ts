@@ -58,25 +58,73 @@ function endLater(outgoing: ServerResponse): void {
   toEnd.push(outgoing);
 }
 
+/** `fn` runs once the response closes (`close` is emitted once; `on` spares the `once` wrapper). */
+function onResponseClose(outgoing: ServerResponse, fn: () => void): void {
+  if (outgoing.destroyed || outgoing.writableFinished) fn();
+  else outgoing.on("close", fn);
+}
+
 /** The plain ServerResponse path, for a response Node does not frame in chunks (an HTTP/1.0 client). */
-function responseChannel(outgoing: ServerResponse): SseChannel {
-  return {
-    queuedBytes: () => outgoing.writableLength,
-    write: (chunk) => {
-      outgoing.write(chunk);
-    },
-    end: (chunk) => {
-      if (chunk) outgoing.end(chunk);
-      else outgoing.end();
-    },
-    destroy: () => {
-      outgoing.destroy();
-    },
-    onClose: (fn) => {
-      if (outgoing.destroyed || outgoing.writableFinished) fn();
-      else outgoing.once("close", fn);
-    },
-  };
+class ResponseChannel implements SseChannel {
+  constructor(readonly outgoing: ServerResponse) {}
+
+  queuedBytes(): number {
+    return this.outgoing.writableLength;
+  }
+
+  write(chunk: Uint8Array): void {
+    this.outgoing.write(chunk);
+  }
+
+  end(chunk?: Uint8Array): void {
+    if (chunk) this.outgoing.end(chunk);
+    else this.outgoing.end();
+  }
+
+  destroy(): void {
+    this.outgoing.destroy();
+  }
+
+  onClose(fn: () => void): void {
+    onResponseClose(this.outgoing, fn);
+  }
+}
+
+/** Chunks written to the socket itself (see the top of this file). */
+class SocketChannel implements SseChannel {
+  #ended = false;
+
+  constructor(
+    readonly outgoing: ServerResponse,
+    readonly socket: Socket,
+  ) {}
+
+  // The socket's queue is the stream's: nothing is buffered in the response.
+  queuedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  write(frame: Uint8Array): void {
+    if (!this.#ended) this.socket.write(chunkOf(frame));
+  }
+
+  end(frame?: Uint8Array): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.socket.write(frame ? lastChunkOf(frame) : LAST_CHUNK);
+    // The body is complete on the wire: Node only has to know, without writing a terminator of its own.
+    this.outgoing.chunkedEncoding = false;
+    endLater(this.outgoing);
+  }
+
+  destroy(): void {
+    this.#ended = true;
+    this.outgoing.destroy();
+  }
+
+  onClose(fn: () => void): void {
+    onResponseClose(this.outgoing, fn);
+  }
 }
 
 /**
@@ -91,29 +139,6 @@ export function openNodeSseChannel(c: Context, headers: Headers): SseChannel | n
   // Headers go out at once: EventSource reports `open` before the first event.
   outgoing.flushHeaders();
   const socket: Socket | null = outgoing.socket;
-  if (!outgoing.chunkedEncoding || !socket) return responseChannel(outgoing);
-  let ended = false;
-  return {
-    // The socket's queue is the stream's: nothing is buffered in the response.
-    queuedBytes: () => socket.writableLength,
-    write: (frame) => {
-      if (!ended) socket.write(chunkOf(frame));
-    },
-    end: (frame) => {
-      if (ended) return;
-      ended = true;
-      socket.write(frame ? lastChunkOf(frame) : LAST_CHUNK);
-      // The body is complete on the wire: Node only has to know, without writing a terminator of its own.
-      outgoing.chunkedEncoding = false;
-      endLater(outgoing);
-    },
-    destroy: () => {
-      ended = true;
-      outgoing.destroy();
-    },
-    onClose: (fn) => {
-      if (outgoing.destroyed || outgoing.writableFinished) fn();
-      else outgoing.once("close", fn);
-    },
-  };
+  if (!outgoing.chunkedEncoding || !socket) return new ResponseChannel(outgoing);
+  return new SocketChannel(outgoing, socket);
 }

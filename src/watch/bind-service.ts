@@ -88,7 +88,7 @@ const EXPIRY_SLACK_MS = 2_000;
  * @example
  * const service = createBindService({ coordinator, client, config });
  * await service.register(reg);
- * const attachment = await service.attach(reg.trace_id, 0, (state, frame) => stream.write(frame));
+ * const attachment = await service.attach(reg.trace_id, 0, { send: (state, frame) => stream.write(frame) });
  */
 export function createBindService(deps: BindServiceDeps) {
   const { coordinator, config } = deps;
@@ -205,6 +205,33 @@ export function createBindService(deps: BindServiceDeps) {
     const until = Date.now() + config.pollLingerMs;
     armLinger(hub, until);
     tellWanted(hub.traceId, until);
+  }
+
+  /**
+   * A watcher attached to a hub: the hub's entry and the attachment handed back, in one
+   * object (an instance holds one per open stream).
+   */
+  class Watch implements WatcherEntry, Attachment {
+    #attached = true;
+
+    constructor(
+      readonly hub: Hub,
+      readonly sink: WatchSink,
+      public lastSent: number,
+      readonly state: BindState,
+    ) {}
+
+    detach(): void {
+      if (!this.#attached) return;
+      this.#attached = false;
+      const hub = this.hub;
+      hub.watchers.delete(this);
+      if (hub.watchers.size > 0) return;
+      if (hub.interestTimer) clearInterval(hub.interestTimer);
+      hub.interestTimer = null;
+      if (hub.last?.final) registry.collect(hub);
+      else startLinger(hub);
+    }
   }
 
   /** Keeps the hub (and its driver) wanted here until `untilMs`. */
@@ -341,8 +368,9 @@ export function createBindService(deps: BindServiceDeps) {
         registry.collect(hub);
         return { state: current, detach() {} };
       }
-      hub.watchers.add(watcher);
-      registry.deliver(hub, watcher);
+      const watch = new Watch(hub, sink, afterVersion, current);
+      hub.watchers.add(watch);
+      registry.deliver(hub, watch);
       if (hub.watchers.size === 1) {
         if (hub.lingerTimer) clearTimeout(hub.lingerTimer);
         hub.lingerTimer = null;
@@ -356,20 +384,7 @@ export function createBindService(deps: BindServiceDeps) {
         }
       }
       ensureDriver(hub);
-      let attached = true;
-      return {
-        state: current,
-        detach() {
-          if (!attached) return;
-          attached = false;
-          hub.watchers.delete(watcher);
-          if (hub.watchers.size > 0) return;
-          if (hub.interestTimer) clearInterval(hub.interestTimer);
-          hub.interestTimer = null;
-          if (hub.last?.final) registry.collect(hub);
-          else startLinger(hub);
-        },
-      };
+      return watch;
     },
 
     /**
@@ -388,7 +403,7 @@ export function createBindService(deps: BindServiceDeps) {
       const changed = new Promise<BindState>((resolve) => {
         resolveChange = resolve;
       });
-      const attachment = await this.attach(traceId, afterVersion, (s) => resolveChange(s));
+      const attachment = await this.attach(traceId, afterVersion, { send: (s) => resolveChange(s) });
       if (!attachment) return null;
       let timer: ReturnType<typeof setTimeout> | undefined;
       let onAbort: (() => void) | undefined;

@@ -4,7 +4,9 @@ import { encodeStateEvent } from "../domain/sse.js";
 import type { Coordinator, TraceEvent, Unsubscribe } from "./coordinator.js";
 
 /** Receives each new state of a watched trace with its SSE frame, encoded once for all watchers. */
-export type WatchSink = (state: BindState, frame: Uint8Array) => void;
+export interface WatchSink {
+  send(state: BindState, frame: Uint8Array): void;
+}
 
 export interface WatcherEntry {
   readonly sink: WatchSink;
@@ -140,7 +142,7 @@ export function createHubRegistry(deps: HubRegistryDeps) {
     if (!last || last.version <= watcher.lastSent) return;
     watcher.lastSent = last.version;
     try {
-      watcher.sink(last, hub.frame);
+      watcher.sink.send(last, hub.frame);
     } catch (err) {
       logger.warn({ err, trace_id: hub.traceId }, "watcher sink threw");
     }

@@ -118,7 +118,7 @@ describe("bind service (in memory, fake timers)", () => {
     for (let i = 0; i < 20; i++) {
       const mine: BindState[] = [];
       seen.push(mine);
-      await service.attach("trace-1", 0, (s) => mine.push(s));
+      await service.attach("trace-1", 0, { send: (s) => mine.push(s) });
     }
     await vi.advanceTimersByTimeAsync(20_000);
     expect(calls.length).toBe(5);
@@ -142,7 +142,7 @@ describe("bind service (in memory, fake timers)", () => {
     const { service } = setup((_t, n) => answers[n - 1] ?? bound);
     await service.register(reg());
     const versions: [number, string, number][] = [];
-    await service.attach("trace-1", 0, (s) => versions.push([s.version, s.status, s.attempts]));
+    await service.attach("trace-1", 0, { send: (s) => versions.push([s.version, s.status, s.attempts]) });
     await vi.advanceTimersByTimeAsync(40_000);
     // v1 registered; v2 first answer (ret_code 0); the same answer with new request and EagleEye ids: no version;
     // v3 error; v4 error cleared; v5 ret_code 7; v6 bound
@@ -164,7 +164,7 @@ describe("bind service (in memory, fake timers)", () => {
     );
     await service.register(reg());
     const states: BindState[] = [];
-    await service.attach("trace-1", 0, (s) => states.push(s));
+    await service.attach("trace-1", 0, { send: (s) => states.push(s) });
     await vi.advanceTimersByTimeAsync(120_000);
     expect(states.at(-1)?.status).toBe("bound");
     expect(states.some((s) => s.error?.code === "upstream_unavailable")).toBe(true);
@@ -218,7 +218,7 @@ describe("bind service (in memory, fake timers)", () => {
     const { service, calls } = setup(() => waiting, { bindTimeoutMs: 10_000 });
     await service.register(reg());
     const states: BindState[] = [];
-    await service.attach("trace-1", 0, (s) => states.push(s));
+    await service.attach("trace-1", 0, { send: (s) => states.push(s) });
     await vi.advanceTimersByTimeAsync(15_000);
     expect(states.at(-1)?.status).toBe("expired");
     expect(states.at(-1)?.final).toBe(true);
@@ -245,12 +245,12 @@ describe("bind service (in memory, fake timers)", () => {
     await vi.advanceTimersByTimeAsync(10_000);
     expect(calls.length).toBe(idle);
     const states: BindState[] = [];
-    await service.attach("trace-1", 0, (s) => states.push(s));
+    await service.attach("trace-1", 0, { send: (s) => states.push(s) });
     await vi.advanceTimersByTimeAsync(20_000);
     expect(states.at(-1)?.status).toBe("bound");
     const total = calls.length;
     const late: BindState[] = [];
-    const attachment = await service.attach("trace-1", 0, (s) => late.push(s));
+    const attachment = await service.attach("trace-1", 0, { send: (s) => late.push(s) });
     expect(attachment?.state.status).toBe("bound");
     expect(late.map((s) => s.status)).toEqual(["bound"]);
     expect(calls.length).toBe(total);
@@ -261,7 +261,7 @@ describe("bind service (in memory, fake timers)", () => {
     const { service, calls } = setup(() => waiting);
     await service.register(reg());
     const states: BindState[] = [];
-    await service.attach("trace-1", 0, (s) => states.push(s));
+    await service.attach("trace-1", 0, { send: (s) => states.push(s) });
     await vi.advanceTimersByTimeAsync(5_000);
     const cancelled = await service.cancel("trace-1");
     expect(cancelled?.status).toBe("cancelled");
@@ -301,7 +301,7 @@ describe("bind service (in memory, fake timers)", () => {
     const { service } = setup(() => waiting, { pollLingerMs: 2_000 });
     await service.register(reg());
     const attachments = [];
-    for (let i = 0; i < 100; i++) attachments.push(await service.attach("trace-1", 0, () => {}));
+    for (let i = 0; i < 100; i++) attachments.push(await service.attach("trace-1", 0, { send: () => {} }));
     expect(service.stats().watchers).toBe(100);
     for (const a of attachments) a?.detach();
     expect(service.stats().watchers).toBe(0);
@@ -325,7 +325,7 @@ describe("bind service (in memory, fake timers)", () => {
     const service = createBindService({ coordinator, client, config, random: () => 0.5 });
     await service.register(reg());
     const states: BindState[] = [];
-    await service.attach("trace-1", 0, (s) => states.push(s));
+    await service.attach("trace-1", 0, { send: (s) => states.push(s) });
     await vi.advanceTimersByTimeAsync(5_000);
     store = make();
     expect(await coordinator.getState("trace-1")).toBeNull();
