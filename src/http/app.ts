@@ -73,6 +73,8 @@ export interface AppDeps {
    * ServerResponse), sending `headers` with status 200; `null` to use a Web body.
    */
   readonly openSseChannel?: (c: Context, headers: Headers) => SseChannel | null;
+  /** Reads a request header (lower-case `name`) as `c.req.header` does, more cheaply on a runtime. */
+  readonly readHeader?: (c: Context, name: string) => string | undefined;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
@@ -88,6 +90,7 @@ export function createApp(deps: AppDeps): Hono {
   const logger = deps.logger ?? silentLogger;
   const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
   const now = deps.now ?? Date.now;
+  const header = deps.readHeader ?? ((c: Context, name: string) => c.req.header(name));
   const sseSettings: SseSettings = {
     retryMs: config.sseRetryMs,
     heartbeatMs: config.heartbeatMs,
@@ -134,7 +137,7 @@ export function createApp(deps: AppDeps): Hono {
   /** POST and DELETE: an API key when keys are configured. */
   const requireApiKey = (c: Context): Response | null => {
     if (access.apiKeys.length === 0) return null;
-    const key = bearerOf(c.req.header("authorization"));
+    const key = bearerOf(header(c, "authorization"));
     if (key && matchesAnyKey(key, access.apiKeys)) return null;
     return jsonError(c, 401, "unauthorized", "a valid API key is required (Authorization: Bearer <key>)", undefined, {
       "www-authenticate": "Bearer",
@@ -145,7 +148,7 @@ export function createApp(deps: AppDeps): Hono {
   const requireWatchToken = (c: Context, traceId: string): Response | null => {
     const secret = access.watchTokenSecret;
     if (!secret) return null;
-    const bearer = bearerOf(c.req.header("authorization"));
+    const bearer = bearerOf(header(c, "authorization"));
     if (bearer && access.apiKeys.length > 0 && matchesAnyKey(bearer, access.apiKeys)) return null;
     const token = c.req.query("token") ?? bearer;
     if (!token)
@@ -229,7 +232,7 @@ export function createApp(deps: AppDeps): Hono {
     async (c) => {
       const denied = requireApiKey(c);
       if (denied) return denied;
-      const type = c.req.header("content-type") ?? "";
+      const type = header(c, "content-type") ?? "";
       if (!/^application\/json\s*(;|$)/i.test(type)) {
         return jsonError(c, 415, "unsupported_media_type", "the body must be application/json", "content-type");
       }
@@ -245,7 +248,7 @@ export function createApp(deps: AppDeps): Hono {
       const quota =
         perMinute === undefined
           ? undefined
-          : { key: quotaKeyOf(access.apiKeys.length > 0 ? bearerOf(c.req.header("authorization")) : null), perMinute };
+          : { key: quotaKeyOf(access.apiKeys.length > 0 ? bearerOf(header(c, "authorization")) : null), perMinute };
       const result = await service.register(parsed.value, quota);
       if (result.kind === "rate_limited") {
         const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
@@ -274,7 +277,7 @@ export function createApp(deps: AppDeps): Hono {
     const query = parseVersion(c.req.query("last_event_id"), "last_event_id");
     if (!query.ok) return jsonError(c, 400, "invalid_request", query.message, query.field);
     // A malformed Last-Event-ID header counts as absent: a 4xx would stop an EventSource for good.
-    const lastEventId = parseEventId(c.req.header("last-event-id")) ?? query.value;
+    const lastEventId = parseEventId(header(c, "last-event-id")) ?? query.value;
 
     if (streams.size >= config.maxStreams) {
       return jsonError(

@@ -19,6 +19,7 @@ import { createRedisCoordinator } from "../watch/redis-coordinator.js";
 import { createWebhookSender } from "../webhook/sender.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
+import { readNodeHeader } from "./node-headers.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
 import { openNodeSseChannel } from "./node-sse.js";
 import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
@@ -213,6 +214,7 @@ export async function startNodeServer(
     },
     observer: metrics.http,
     openSseChannel: openNodeSseChannel,
+    readHeader: readNodeHeader,
     ...(clientScript === undefined ? {} : { clientScript }),
     isReady: () => coordinator.isReady(),
     now: () => coordinator.now(),
