@@ -349,12 +349,12 @@ function createWorkerApp(env: EdgeEnv, config: Config, { clientScript, demo }: W
       // Everything about one trace happens in its object: streams, long-polls, cancel.
       // An invalid trace_id falls through to the shared routes, which answer 400.
       const forward = async (c: Context, next: Next) => {
-        const traceId = c.req.param("traceId") ?? "";
+        const traceId = c.req.param("trace_id") ?? "";
         if (!isValidTraceId(traceId)) return next();
         return mutable(await bindStub(env, traceId).fetch(c.req.raw));
       };
-      app.all("/v1/binds/:traceId/events", forward);
-      app.all("/v1/binds/:traceId", forward);
+      app.all("/v1/binds/:trace_id/events", forward);
+      app.all("/v1/binds/:trace_id", forward);
       if (demo) {
         const page = demo.page && renderDemoPage(demo.page, { title: "bindwatch demo (edge)", sandbox: demo.sandbox });
         if (page) app.get("/", (c) => c.html(page));
