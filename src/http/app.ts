@@ -1,3 +1,4 @@
+import { Scalar } from "@scalar/hono-api-reference";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -9,10 +10,26 @@ import { parseEventId } from "../domain/sse.js";
 import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
 import { bearerOf, createWatchToken, matchesAnyKey, quotaKeyOf, redactUrl, verifyWatchToken } from "./access.js";
+import { apiDescriptionText } from "./api-description.js";
 import { jsonError } from "./errors.js";
 import { eventsQuery, stateQuery, traceIdParams } from "./schemas.js";
 import { createBodyChannel, createSseStream, SSE_HEADERS, type SseChannel, type StreamRegistry } from "./sse.js";
 import { isValidTraceId, MAX_BODY_BYTES, numberOf, parseParameters, parseRegistration } from "./validation.js";
+
+/**
+ * The reference page at /docs (Scalar), offline: its script comes from bindwatch, no
+ * fonts are fetched, and the page offers nothing that calls a service of Scalar's.
+ */
+const API_REFERENCE = {
+  url: "/openapi.json",
+  cdn: "/docs/scalar.js",
+  pageTitle: "bindwatch API",
+  withDefaultFonts: false,
+  showDeveloperTools: "never",
+  hideClientButton: true,
+  telemetry: false,
+  _integration: "hono",
+} as const;
 
 /** The response an adapter must not write: the handler wrote it to the socket itself (@hono/node-server). */
 const ALREADY_SENT = () => new Response(null, { headers: { "x-hono-already-sent": "1" } });
@@ -69,6 +86,11 @@ export interface AppDeps {
   readonly openSseChannel?: (c: Context, headers: Headers) => SseChannel | null;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
+  /**
+   * The API reference page's script (the build's dist/assets/scalar.js), answered at
+   * `/docs/scalar.js`; `/docs` is served when given.
+   */
+  readonly referenceScript?: () => Promise<Response | undefined>;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
   readonly extend?: (app: Hono) => void;
 }
@@ -175,6 +197,27 @@ export function createApp(deps: AppDeps): Hono {
       ? c.json({ status: "ready" })
       : jsonError(c, 503, "unavailable", "the coordination store is unreachable");
   });
+
+  app.get("/openapi.json", (c) =>
+    c.body(apiDescriptionText(), 200, {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-cache",
+      // Tools on other origins (editors, code generators in a browser) may read it.
+      "access-control-allow-origin": "*",
+    }),
+  );
+  const referenceScript = deps.referenceScript;
+  if (referenceScript !== undefined) {
+    app.get("/docs", Scalar(API_REFERENCE));
+    app.get("/docs/scalar.js", async (c) => {
+      const script = await referenceScript();
+      if (!script) return jsonError(c, 404, "not_found", "the API reference script is not built (npm run build)");
+      return c.body(script.body ?? "", 200, {
+        "content-type": "text/javascript; charset=utf-8",
+        "cache-control": "public, max-age=300",
+      });
+    });
+  }
 
   deps.extend?.(app);
 

@@ -345,6 +345,11 @@ function createWorkerApp(env: EdgeEnv, config: Config, { clientScript, demo }: W
     mode: config.mode,
     access: accessOf(config),
     ...(clientScript === undefined ? {} : { clientScript }),
+    // Fetched per request, not held: 3.5 MB that only /docs visitors need.
+    referenceScript: async () => {
+      const response = await env.ASSETS?.fetch(new Request("http://assets.internal/scalar.js"));
+      return response?.ok ? response : undefined;
+    },
     extend: (app) => {
       // Everything about one trace happens in its object: streams, long-polls, cancel.
       // An invalid trace_id falls through to the shared routes, which answer 400.
