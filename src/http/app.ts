@@ -18,7 +18,8 @@ import { isValidTraceId, MAX_BODY_BYTES, numberOf, parseParameters, parseRegistr
 
 /**
  * The reference page at /docs (Scalar), offline: its script comes from bindwatch, no
- * fonts are fetched, and the page offers nothing that calls a service of Scalar's.
+ * fonts are fetched, and the page offers nothing that calls a service of Scalar's (the
+ * agent chat would query Scalar's registry through its proxy as soon as the page loads).
  */
 const API_REFERENCE = {
   url: "/openapi.json",
@@ -28,6 +29,8 @@ const API_REFERENCE = {
   showDeveloperTools: "never",
   hideClientButton: true,
   telemetry: false,
+  agent: { disabled: true },
+  defaultOpenAllTags: true,
   _integration: "hono",
 } as const;
 
