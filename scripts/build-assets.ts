@@ -3,6 +3,8 @@
 // ASSETS binding (wrangler.toml `[assets]`), so both serve the same bytes:
 //   client.js   the browser client (tsc's dist/src/client/index.js), served at /v1/client.js
 //   demo.html   the demo page of simulator mode, one document (src/sim/demo-page.ts)
+//   scalar.js   the API reference page's script (@scalar/api-reference's standalone build,
+//               a devDependency), served at /docs/scalar.js so /docs needs no network
 // and copies the Redis coordinator's Lua scripts beside its compiled module
 // (dist/src/watch/lua/), where it reads them at start-up.
 import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
@@ -19,11 +21,12 @@ function withoutSourceMap(script: string): string {
 }
 
 async function main(): Promise<void> {
-  const [client, html, css, script] = await Promise.all([
+  const [client, html, css, script, reference] = await Promise.all([
     read("dist/src/client/index.js"),
     read("src/sim/demo/page.html"),
     read("src/sim/demo/page.css"),
     read("dist/src/sim/demo/page.js"),
+    read("node_modules/@scalar/api-reference/dist/browser/standalone.js"),
   ]);
   await Promise.all([
     mkdir(at("dist/assets/"), { recursive: true }),
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
   await Promise.all([
     writeFile(at("dist/assets/client.js"), withoutSourceMap(client)),
     writeFile(at("dist/assets/demo.html"), assembleDemoPage({ html, css, script })),
+    writeFile(at("dist/assets/scalar.js"), withoutSourceMap(reference)),
   ]);
 }
 

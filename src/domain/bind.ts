@@ -17,7 +17,9 @@ export interface BindRegistration {
   readonly callback_url?: string;
 }
 
-export type BindErrorCode = "upstream_unavailable" | "rate_limited" | "upstream_rejected";
+/** What `error.code` of a state may say (SPEC §3). */
+export const BIND_ERROR_CODES = ["upstream_unavailable", "rate_limited", "upstream_rejected"] as const;
+export type BindErrorCode = (typeof BIND_ERROR_CODES)[number];
 
 export interface BindError {
   readonly code: BindErrorCode;

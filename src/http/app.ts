@@ -1,3 +1,4 @@
+import { Scalar } from "@scalar/hono-api-reference";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -9,7 +10,9 @@ import { parseEventId } from "../domain/sse.js";
 import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
 import { bearerOf, createWatchToken, matchesAnyKey, quotaKeyOf, redactUrl, verifyWatchToken } from "./access.js";
+import { apiDescriptionText } from "./api-description.js";
 import { jsonError } from "./errors.js";
+import { eventsQuery, stateQuery, traceIdParams } from "./schemas.js";
 import {
   createBodyChannel,
   createSseStream,
@@ -18,7 +21,25 @@ import {
   type SseSettings,
   type StreamRegistry,
 } from "./sse.js";
-import { isValidTraceId, MAX_BODY_BYTES, parseRegistration, parseVersion, parseWaitSeconds } from "./validation.js";
+import { isValidTraceId, MAX_BODY_BYTES, numberOf, parseParameters, parseRegistration } from "./validation.js";
+
+/**
+ * The reference page at /docs (Scalar), offline: its script comes from bindwatch, no
+ * fonts are fetched, and the page offers nothing that calls a service of Scalar's (the
+ * agent chat would query Scalar's registry through its proxy as soon as the page loads).
+ */
+const API_REFERENCE = {
+  url: "/openapi.json",
+  cdn: "/docs/scalar.js",
+  pageTitle: "bindwatch API",
+  withDefaultFonts: false,
+  showDeveloperTools: "never",
+  hideClientButton: true,
+  telemetry: false,
+  agent: { disabled: true },
+  defaultOpenAllTags: true,
+  _integration: "hono",
+} as const;
 
 /** The response an adapter must not write: the handler wrote it to the socket itself (@hono/node-server). */
 const ALREADY_SENT = () => new Response(null, { headers: { "x-hono-already-sent": "1" } });
@@ -77,6 +98,11 @@ export interface AppDeps {
   readonly readHeader?: (c: Context, name: string) => string | undefined;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
+  /**
+   * The API reference page's script (the build's dist/assets/scalar.js), answered at
+   * `/docs/scalar.js`; `/docs` is served when given.
+   */
+  readonly referenceScript?: () => Promise<Response | undefined>;
   /** Extra routes mounted before the API (the simulator's demo page and controls). */
   readonly extend?: (app: Hono) => void;
 }
@@ -151,8 +177,18 @@ export function createApp(deps: AppDeps): Hono {
     const bearer = bearerOf(header(c, "authorization"));
     if (bearer && access.apiKeys.length > 0 && matchesAnyKey(bearer, access.apiKeys)) return null;
     const token = c.req.query("token") ?? bearer;
-    if (!token)
-      return jsonError(c, 401, "unauthorized", "a watch token is required (?token= or Authorization: Bearer)", "token");
+    if (!token) {
+      return jsonError(
+        c,
+        401,
+        "unauthorized",
+        "a watch token is required (?token= or Authorization: Bearer)",
+        "token",
+        {
+          "www-authenticate": "Bearer",
+        },
+      );
+    }
     const check = verifyWatchToken(secret, traceId, token, now());
     if (check.ok) return null;
     return jsonError(c, 403, "forbidden", `the watch token is ${check.reason} for this trace`, "token");
@@ -181,6 +217,27 @@ export function createApp(deps: AppDeps): Hono {
       : jsonError(c, 503, "unavailable", "the coordination store is unreachable");
   });
 
+  app.get("/openapi.json", (c) =>
+    c.body(apiDescriptionText(), 200, {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-cache",
+      // Tools on other origins (editors, code generators in a browser) may read it.
+      "access-control-allow-origin": "*",
+    }),
+  );
+  const referenceScript = deps.referenceScript;
+  if (referenceScript !== undefined) {
+    app.get("/docs", Scalar(API_REFERENCE));
+    app.get("/docs/scalar.js", async (c) => {
+      const script = await referenceScript();
+      if (!script) return jsonError(c, 404, "not_found", "the API reference script is not built (npm run build)");
+      return c.body(script.body ?? "", 200, {
+        "content-type": "text/javascript; charset=utf-8",
+        "cache-control": "public, max-age=300",
+      });
+    });
+  }
+
   deps.extend?.(app);
 
   const clientScript = deps.clientScript;
@@ -196,10 +253,8 @@ export function createApp(deps: AppDeps): Hono {
   }
 
   const traceIdOf = (c: Context): string | Response => {
-    const id = c.req.param("traceId") ?? "";
-    return isValidTraceId(id)
-      ? id
-      : jsonError(c, 400, "invalid_request", "trace_id must match ^[A-Za-z0-9._-]{1,128}$", "trace_id");
+    const params = parseParameters(traceIdParams, { trace_id: c.req.param("trace_id") ?? "" });
+    return params.ok ? params.value.trace_id : jsonError(c, 400, "invalid_request", params.message, params.field);
   };
 
   const describe = (state: BindState) => {
@@ -269,15 +324,15 @@ export function createApp(deps: AppDeps): Hono {
     },
   );
 
-  app.get("/v1/binds/:traceId/events", async (c) => {
+  app.get("/v1/binds/:trace_id/events", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
     const denied = requireWatchToken(c, traceId);
     if (denied) return denied;
-    const query = parseVersion(c.req.query("last_event_id"), "last_event_id");
+    const query = parseParameters(eventsQuery, c.req.query());
     if (!query.ok) return jsonError(c, 400, "invalid_request", query.message, query.field);
     // A malformed Last-Event-ID header counts as absent: a 4xx would stop an EventSource for good.
-    const lastEventId = parseEventId(header(c, "last-event-id")) ?? query.value;
+    const lastEventId = parseEventId(header(c, "last-event-id")) ?? numberOf(query.value.last_event_id);
 
     if (streams.size >= config.maxStreams) {
       return jsonError(
@@ -325,21 +380,20 @@ export function createApp(deps: AppDeps): Hono {
     return web ? new Response(web.body, { status: 200, headers }) : ALREADY_SENT();
   });
 
-  app.get("/v1/binds/:traceId", async (c) => {
+  app.get("/v1/binds/:trace_id", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
     const denied = requireWatchToken(c, traceId);
     if (denied) return denied;
-    const wait = parseWaitSeconds(c.req.query("wait"));
-    if (!wait.ok) return jsonError(c, 400, "invalid_request", wait.message, wait.field);
-    const after = parseVersion(c.req.query("after"), "after");
-    if (!after.ok) return jsonError(c, 400, "invalid_request", after.message, after.field);
-    const state = await service.waitForChange(traceId, after.value, wait.value * 1000, c.req.raw.signal);
+    const query = parseParameters(stateQuery, c.req.query());
+    if (!query.ok) return jsonError(c, 400, "invalid_request", query.message, query.field);
+    const { wait, after } = query.value;
+    const state = await service.waitForChange(traceId, numberOf(after), numberOf(wait) * 1000, c.req.raw.signal);
     if (!state) return jsonError(c, 404, "not_found", "unknown or forgotten trace_id", "trace_id");
     return c.json(state, 200, { "cache-control": "no-store" });
   });
 
-  app.delete("/v1/binds/:traceId", async (c) => {
+  app.delete("/v1/binds/:trace_id", async (c) => {
     const traceId = traceIdOf(c);
     if (typeof traceId !== "string") return traceId;
     const denied = requireApiKey(c);
@@ -353,8 +407,8 @@ export function createApp(deps: AppDeps): Hono {
   const methodNotAllowed = (allowed: string) => (c: Context) =>
     jsonError(c, 405, "method_not_allowed", `allowed: ${allowed}`, undefined, { allow: allowed });
   app.all("/v1/binds", methodNotAllowed("POST"));
-  app.all("/v1/binds/:traceId/events", methodNotAllowed("GET"));
-  app.all("/v1/binds/:traceId", methodNotAllowed("GET, DELETE"));
+  app.all("/v1/binds/:trace_id/events", methodNotAllowed("GET"));
+  app.all("/v1/binds/:trace_id", methodNotAllowed("GET, DELETE"));
 
   return app;
 }

@@ -1,20 +1,23 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 
-export type ErrorCode =
-  | "invalid_request"
-  | "unauthorized"
-  | "forbidden"
-  | "not_found"
-  | "method_not_allowed"
-  | "conflict"
-  | "payload_too_large"
-  | "unsupported_media_type"
-  | "too_many_streams"
-  | "rate_limited"
-  | "misconfigured"
-  | "unavailable"
-  | "internal";
+/** Every `error.code` the API answers with (SPEC §3); the API description lists them too. */
+export const ERROR_CODES = [
+  "invalid_request",
+  "unauthorized",
+  "forbidden",
+  "not_found",
+  "method_not_allowed",
+  "conflict",
+  "payload_too_large",
+  "unsupported_media_type",
+  "too_many_streams",
+  "rate_limited",
+  "misconfigured",
+  "unavailable",
+  "internal",
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** The one error shape of the API: `{"error": {"code", "message", "field"?}}` (SPEC §3). */
 export function errorBody(code: ErrorCode, message: string, field?: string) {

@@ -1,24 +1,9 @@
-import { z } from "zod";
+import type { z } from "zod";
 import type { BindRegistration } from "../domain/bind.js";
 import { TRACE_ID_PATTERN } from "../domain/bind.js";
+import { registrationSchema } from "./schemas.js";
 
 export const MAX_BODY_BYTES = 16 * 1024;
-
-const text = z.string().min(1, "must not be empty").max(256, "must be at most 256 characters");
-const traceId = z.string().regex(TRACE_ID_PATTERN, "must match ^[A-Za-z0-9._-]{1,128}$");
-
-/** The body of POST /v1/binds (SPEC §3): unknown fields are refused so a typo is not silently ignored. */
-const registrationSchema = z.strictObject({
-  trace_id: traceId,
-  open_id: text,
-  product_key: text,
-  user_type: text,
-  device_name: text.optional(),
-  iot_id: text.optional(),
-  server_event_request_id: text.optional(),
-  params: z.record(z.string(), z.unknown()).optional(),
-  callback_url: z.string().min(1, "must not be empty").max(2048, "must be at most 2048 characters").optional(),
-});
 
 export interface RegistrationRules {
   /** WEBHOOK_ALLOWED_ORIGINS: the exact origins a `callback_url` may use; none → no callback_url. */
@@ -92,7 +77,11 @@ export function parseRegistration(
       },
     };
   }
-  const issue = result.error.issues[0];
+  return invalid(result.error.issues[0], body);
+}
+
+/** The first issue as the 400 names it: the field at fault and a message that starts with its name. */
+function invalid(issue: z.core.$ZodIssue | undefined, input: object): Extract<Validation<never>, { ok: false }> {
   if (!issue) return { ok: false, field: undefined, message: "invalid body" };
   if (issue.code === "unrecognized_keys") {
     const key = issue.keys[0] ?? "";
@@ -100,7 +89,7 @@ export function parseRegistration(
   }
   const field = issue.path.map(String).join(".") || undefined;
   const top = issue.path[0];
-  const missing = typeof top === "string" && issue.path.length === 1 && !Object.hasOwn(body, top);
+  const missing = typeof top === "string" && issue.path.length === 1 && !Object.hasOwn(input, top);
   const message =
     issue.code === "invalid_type" && missing
       ? `${field} is required`
@@ -108,22 +97,24 @@ export function parseRegistration(
   return { ok: false, field, message };
 }
 
+/**
+ * Validates path parameters or a query (each parameter's first value, as `c.req.query()`
+ * gives them) with one of the API's schemas, naming the first parameter at fault.
+ * @example parseParameters(stateQuery, c.req.query()) // { ok: true, value: { wait: "30" } }
+ */
+export function parseParameters<S extends z.ZodType>(
+  schema: S,
+  input: Record<string, string>,
+): Validation<z.output<S>> {
+  const result = schema.safeParse(input);
+  return result.success ? { ok: true, value: result.data } : invalid(result.error.issues[0], input);
+}
+
+/** A version or a number of seconds as the query has it (validated): empty or absent is 0. */
+export function numberOf(text: string | undefined): number {
+  return text === undefined || text === "" ? 0 : Number(text);
+}
+
 export function isValidTraceId(value: string): boolean {
   return TRACE_ID_PATTERN.test(value);
-}
-
-/** `wait` of the long-poll: seconds, 0–60, decimals allowed. */
-export function parseWaitSeconds(raw: string | undefined): Validation<number> {
-  if (raw === undefined || raw === "") return { ok: true, value: 0 };
-  if (!/^\d{1,2}(\.\d{1,3})?$/.test(raw) || Number(raw) > 60) {
-    return { ok: false, field: "wait", message: "wait must be a number of seconds from 0 to 60" };
-  }
-  return { ok: true, value: Number(raw) };
-}
-
-/** `after` of the long-poll and the last event id: a non-negative integer version. */
-export function parseVersion(raw: string | undefined, field: string): Validation<number> {
-  if (raw === undefined || raw === "") return { ok: true, value: 0 };
-  if (!/^\d{1,15}$/.test(raw)) return { ok: false, field, message: `${field} must be a non-negative integer` };
-  return { ok: true, value: Number(raw) };
 }

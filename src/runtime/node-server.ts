@@ -47,10 +47,10 @@ export interface RunningServer {
 
 /**
  * A file of the build's dist/assets/ (scripts/build-assets.ts), the same the Worker serves:
- * `client.js` (/v1/client.js) or `demo.html` (/). From dist/ the folder is two levels up
- * from this file's; from the TypeScript sources (tests) it is under dist/.
+ * `client.js` (/v1/client.js), `demo.html` (/) or `scalar.js` (/docs/scalar.js). From dist/
+ * the folder is two levels up from this file's; from the TypeScript sources (tests) it is under dist/.
  */
-export async function loadAsset(name: "client.js" | "demo.html"): Promise<string | undefined> {
+export async function loadAsset(name: "client.js" | "demo.html" | "scalar.js"): Promise<string | undefined> {
   for (const dir of ["../../assets/", "../../dist/assets/"]) {
     try {
       return await readFile(new URL(dir + name, import.meta.url), "utf8");
@@ -196,12 +196,15 @@ export async function startNodeServer(
   if (hooks) metrics.watchWebhooks(() => coordinator.deliveries.tracked());
   statsOf = () => service.stats();
   const sim = simulator && sandbox ? { simulator, sandbox } : null;
-  const [clientScript, demoPage] = await Promise.all([
+  const [clientScript, demoPage, referenceScript] = await Promise.all([
     loadAsset("client.js"),
     sim ? loadAsset("demo.html") : undefined,
+    loadAsset("scalar.js"),
   ]);
   if (clientScript === undefined)
     logger.warn({}, "browser client not built (npm run build): /v1/client.js is not served");
+  if (referenceScript === undefined)
+    logger.warn({}, "API reference script not built (npm run build): /docs is not served");
   if (sim && demoPage === undefined) logger.warn({}, "demo page not built (npm run build): / is not served");
   const app = createApp({
     service,
@@ -216,6 +219,7 @@ export async function startNodeServer(
     openSseChannel: openNodeSseChannel,
     readHeader: readNodeHeader,
     ...(clientScript === undefined ? {} : { clientScript }),
+    ...(referenceScript === undefined ? {} : { referenceScript: async () => new Response(referenceScript) }),
     isReady: () => coordinator.isReady(),
     now: () => coordinator.now(),
     mode: config.mode,

@@ -345,16 +345,21 @@ function createWorkerApp(env: EdgeEnv, config: Config, { clientScript, demo }: W
     mode: config.mode,
     access: accessOf(config),
     ...(clientScript === undefined ? {} : { clientScript }),
+    // Fetched per request, not held: 3.5 MB that only /docs visitors need.
+    referenceScript: async () => {
+      const response = await env.ASSETS?.fetch(new Request("http://assets.internal/scalar.js"));
+      return response?.ok ? response : undefined;
+    },
     extend: (app) => {
       // Everything about one trace happens in its object: streams, long-polls, cancel.
       // An invalid trace_id falls through to the shared routes, which answer 400.
       const forward = async (c: Context, next: Next) => {
-        const traceId = c.req.param("traceId") ?? "";
+        const traceId = c.req.param("trace_id") ?? "";
         if (!isValidTraceId(traceId)) return next();
         return mutable(await bindStub(env, traceId).fetch(c.req.raw));
       };
-      app.all("/v1/binds/:traceId/events", forward);
-      app.all("/v1/binds/:traceId", forward);
+      app.all("/v1/binds/:trace_id/events", forward);
+      app.all("/v1/binds/:trace_id", forward);
       if (demo) {
         const page = demo.page && renderDemoPage(demo.page, { title: "bindwatch demo (edge)", sandbox: demo.sandbox });
         if (page) app.get("/", (c) => c.html(page));

@@ -5,6 +5,7 @@
 import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
+import { createApiDescription } from "../../src/http/api-description.js";
 import worker, { type BindObject, type DurableObjectStateApi, type EdgeEnv } from "../../src/runtime/worker.js";
 import { createTopClient } from "../../src/top/client.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
@@ -341,6 +342,29 @@ function fetchWith(vars: Record<string, string | undefined>, path: string, init?
   }
   return worker.fetch(new Request(`${BASE}${path}`, init), edited as EdgeEnv, {});
 }
+
+describe("edge: the API description", () => {
+  it("answers /openapi.json, /docs and its script itself, never through a trace's Durable Object", async () => {
+    const refuse = () => {
+      throw new Error("the API description must not reach a Durable Object");
+    };
+    const noObjects = { ...env, BINDS: { idFromName: refuse, get: refuse } } as EdgeEnv;
+    const answer = (path: string) => worker.fetch(new Request(`${BASE}${path}`), noObjects, {});
+    const doc = await answer("/openapi.json");
+    expect(doc.status).toBe(200);
+    expect(doc.headers.get("content-type")).toMatch(/^application\/json/);
+    // The same document as on Node: both are built from the same schemas.
+    expect(await doc.json()).toEqual(JSON.parse(JSON.stringify(createApiDescription())));
+    const page = await answer("/docs");
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('src="/docs/scalar.js"');
+    // The reference page's script, from the build's assets (ASSETS), not from a CDN.
+    const script = await answer("/docs/scalar.js");
+    expect(script.status).toBe(200);
+    expect(script.headers.get("content-type")).toMatch(/^text\/javascript/);
+    expect(await script.text()).toContain("createApiReference");
+  });
+});
 
 const noCredentials = { TOP_APP_KEY: undefined, TOP_APP_SECRET: undefined };
 

@@ -12,8 +12,10 @@ export const CLIENT = join(ROOT, "dist/src/client/index.js");
 /** What Node and the Worker serve besides their code (scripts/build-assets.ts): the client and the demo page. */
 export const CLIENT_ASSET = join(ROOT, "dist/assets/client.js");
 export const DEMO_PAGE_ASSET = join(ROOT, "dist/assets/demo.html");
+/** The API reference page's script, served at /docs/scalar.js. */
+export const REFERENCE_ASSET = join(ROOT, "dist/assets/scalar.js");
 
-const BUILT = [ENTRY, CLIENT, CLIENT_ASSET, DEMO_PAGE_ASSET];
+const BUILT = [ENTRY, CLIENT, CLIENT_ASSET, DEMO_PAGE_ASSET, REFERENCE_ASSET];
 
 function newestMtime(dir: string): number {
   let newest = 0;

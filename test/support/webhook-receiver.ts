@@ -28,6 +28,10 @@ export interface ReceivedDelivery {
   readonly path: string;
   /** What the receiver answered (null: it hung). */
   readonly answered: number | null;
+  /** The three Standard Webhooks headers as sent. */
+  readonly headers: Readonly<Record<"webhook-id" | "webhook-timestamp" | "webhook-signature", string>>;
+  /** The body as sent. */
+  readonly body: string;
 }
 
 export interface WebhookReceiver {
@@ -115,6 +119,8 @@ export async function startWebhookReceiver(secret: string): Promise<WebhookRecei
       at: Date.now(),
       path: req.url ?? "",
       answered,
+      headers,
+      body,
     });
     if (behaviour.kind === "hang") return;
     if (behaviour.kind === "redirect") res.writeHead(302, { location: behaviour.location });
