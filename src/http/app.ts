@@ -1,7 +1,6 @@
 import { Scalar } from "@scalar/hono-api-reference";
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type { BindState } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
@@ -11,6 +10,7 @@ import type { BindService } from "../watch/bind-service.js";
 import { CoordinatorUnavailableError } from "../watch/coordinator.js";
 import { bearerOf, createWatchToken, matchesAnyKey, quotaKeyOf, redactUrl, verifyWatchToken } from "./access.js";
 import { apiDescriptionText } from "./api-description.js";
+import { type BodyReader, declaredLength, parseJson, readWebBody } from "./body.js";
 import { jsonError } from "./errors.js";
 import { eventsQuery, stateQuery, traceIdParams } from "./schemas.js";
 import {
@@ -96,6 +96,8 @@ export interface AppDeps {
   readonly openSseChannel?: (c: Context, headers: Headers) => SseChannel | null;
   /** Reads a request header (lower-case `name`) as `c.req.header` does, more cheaply on a runtime. */
   readonly readHeader?: (c: Context, name: string) => string | undefined;
+  /** Reads the request body up to a limit, more cheaply on a runtime than through `c.req.raw.body`. */
+  readonly readBody?: BodyReader;
   /** The browser client module's source, served at `/v1/client.js` when given. */
   readonly clientScript?: string;
   /**
@@ -117,6 +119,7 @@ export function createApp(deps: AppDeps): Hono {
   const maxQueuedBytes = deps.config.maxQueuedBytes ?? 256 * 1024;
   const now = deps.now ?? Date.now;
   const header = deps.readHeader ?? ((c: Context, name: string) => c.req.header(name));
+  const readBody = deps.readBody ?? readWebBody;
   const sseSettings: SseSettings = {
     retryMs: config.sseRetryMs,
     heartbeatMs: config.heartbeatMs,
@@ -278,51 +281,52 @@ export function createApp(deps: AppDeps): Hono {
     };
   };
 
-  app.post(
-    "/v1/binds",
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) => jsonError(c, 413, "payload_too_large", `the body must be at most ${MAX_BODY_BYTES} bytes`),
-    }),
-    async (c) => {
-      const denied = requireApiKey(c);
-      if (denied) return denied;
-      const type = header(c, "content-type") ?? "";
-      if (!/^application\/json\s*(;|$)/i.test(type)) {
-        return jsonError(c, 415, "unsupported_media_type", "the body must be application/json", "content-type");
-      }
-      let body: unknown;
-      try {
-        body = JSON.parse(await c.req.text());
-      } catch {
-        return jsonError(c, 400, "invalid_request", "the body is not valid JSON");
-      }
-      const parsed = parseRegistration(body, { callbackOrigins: access.callbackOrigins ?? [] });
-      if (!parsed.ok) return jsonError(c, 400, "invalid_request", parsed.message, parsed.field);
-      const perMinute = access.registrationsPerMinute;
-      const quota =
-        perMinute === undefined
-          ? undefined
-          : { key: quotaKeyOf(access.apiKeys.length > 0 ? bearerOf(header(c, "authorization")) : null), perMinute };
-      const result = await service.register(parsed.value, quota);
-      if (result.kind === "rate_limited") {
-        const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
-        return jsonError(
-          c,
-          429,
-          "rate_limited",
-          `at most ${perMinute} new registrations a minute for this API key; retry in ${seconds} s`,
-          undefined,
-          { "retry-after": String(seconds) },
-        );
-      }
-      if (result.kind === "conflict") {
-        return jsonError(c, 409, "conflict", "this trace_id is registered with different parameters", "trace_id");
-      }
-      logger.info({ trace_id: parsed.value.trace_id, created: result.kind === "created" }, "bind registered");
-      return c.json(describe(result.state), result.kind === "created" ? 201 : 200);
-    },
-  );
+  /** The registration body: its text, `null` past MAX_BODY_BYTES, `undefined` if it broke off. */
+  const readRegistrationBody = (c: Context) => readBody(c, MAX_BODY_BYTES).catch(() => undefined);
+
+  app.post("/v1/binds", async (c) => {
+    const tooLarge = () => jsonError(c, 413, "payload_too_large", `the body must be at most ${MAX_BODY_BYTES} bytes`);
+    // A declared length over the limit is refused first; a chunked body is read (up to the
+    // limit) before anything else is checked, as hono/body-limit did.
+    const declared = declaredLength(header(c, "content-length"), header(c, "transfer-encoding"));
+    if (declared !== null && declared > MAX_BODY_BYTES) return tooLarge();
+    const early = declared === null ? await readRegistrationBody(c) : undefined;
+    if (early === null) return tooLarge();
+    const denied = requireApiKey(c);
+    if (denied) return denied;
+    const type = header(c, "content-type") ?? "";
+    if (!/^application\/json\s*(;|$)/i.test(type)) {
+      return jsonError(c, 415, "unsupported_media_type", "the body must be application/json", "content-type");
+    }
+    const text = declared === null ? early : await readRegistrationBody(c);
+    if (text === null) return tooLarge();
+    const body = text === undefined ? undefined : parseJson(text);
+    if (body === undefined) return jsonError(c, 400, "invalid_request", "the body is not valid JSON");
+    const parsed = parseRegistration(body, { callbackOrigins: access.callbackOrigins ?? [] });
+    if (!parsed.ok) return jsonError(c, 400, "invalid_request", parsed.message, parsed.field);
+    const perMinute = access.registrationsPerMinute;
+    const quota =
+      perMinute === undefined
+        ? undefined
+        : { key: quotaKeyOf(access.apiKeys.length > 0 ? bearerOf(header(c, "authorization")) : null), perMinute };
+    const result = await service.register(parsed.value, quota);
+    if (result.kind === "rate_limited") {
+      const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+      return jsonError(
+        c,
+        429,
+        "rate_limited",
+        `at most ${perMinute} new registrations a minute for this API key; retry in ${seconds} s`,
+        undefined,
+        { "retry-after": String(seconds) },
+      );
+    }
+    if (result.kind === "conflict") {
+      return jsonError(c, 409, "conflict", "this trace_id is registered with different parameters", "trace_id");
+    }
+    logger.info({ trace_id: parsed.value.trace_id, created: result.kind === "created" }, "bind registered");
+    return c.json(describe(result.state), result.kind === "created" ? 201 : 200);
+  });
 
   app.get("/v1/binds/:trace_id/events", async (c) => {
     const traceId = traceIdOf(c);

@@ -19,8 +19,8 @@ import { createRedisCoordinator } from "../watch/redis-coordinator.js";
 import { createWebhookSender } from "../webhook/sender.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
-import { readNodeHeader } from "./node-headers.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
+import { readNodeBody, readNodeHeader } from "./node-request.js";
 import { openNodeSseChannel } from "./node-sse.js";
 import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
 
@@ -218,6 +218,7 @@ export async function startNodeServer(
     observer: metrics.http,
     openSseChannel: openNodeSseChannel,
     readHeader: readNodeHeader,
+    readBody: readNodeBody,
     ...(clientScript === undefined ? {} : { clientScript }),
     ...(referenceScript === undefined ? {} : { referenceScript: async () => new Response(referenceScript) }),
     isReady: () => coordinator.isReady(),
