@@ -60,8 +60,11 @@ export function createLogger(level: string, opts: LoggerOptions = {}): PinoLogge
       },
     },
   };
-  // Synchronous writes to stdout: bindwatch logs little, and no line (the last ones before
-  // process.exit above all) may be lost in an asynchronous buffer.
+  // JSON lines go out in writes of up to 4 KiB, at the latest 100 ms after they are logged:
+  // one write(2) per line, synchronous, was a tenth of a registration's CPU under load
+  // (`npm run bench -- --only register --profile`). pino flushes the buffer synchronously
+  // on process exit (lib/tools.js, buildSafeSonicBoom), so the lines before process.exit
+  // are kept; a kill -9 may lose the last 100 ms.
   if (opts.destination) return pino(options, opts.destination);
   if (opts.pretty) {
     return pino(
@@ -69,5 +72,5 @@ export function createLogger(level: string, opts: LoggerOptions = {}): PinoLogge
       pretty({ sync: true, colorize: true, ignore: "pid,hostname,service", translateTime: "SYS:HH:MM:ss.l" }),
     );
   }
-  return pino(options, pinoDestination({ dest: 1, sync: true }));
+  return pino(options, pinoDestination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 100 }));
 }

@@ -282,6 +282,34 @@ describe("in simulator mode", () => {
 
 // ============================================================================
 
+describe("log lines", () => {
+  it("reach stdout soon after they are logged while traffic is light, and the last ones before exit are kept", async () => {
+    const proc = await startEntry({ POLL_INTERVAL_MS: "200", LOG_LEVEL: "info" });
+    // One registration logs one short line, far below a full write buffer: it must not wait for more.
+    for (let i = 0; i < 3; i++) {
+      const traceId = newTraceId("log");
+      expect((await postBind(proc.url, bindBody(traceId))).status).toBe(201);
+      await waitUntil(
+        () =>
+          proc.lines.some(
+            (line) => parseLine(line)?.trace_id === traceId && parseLine(line)?.msg === "bind registered",
+          ),
+        2_000,
+        `the "bind registered" line of ${traceId}`,
+      );
+    }
+    const before = proc.lines.length;
+    const { code } = await terminate(proc);
+    expect(code).toBe(0);
+    // "stopping" and "stopped" are logged moments before process.exit: both are on stdout.
+    const tail = proc.lines.slice(before).map((line) => parseLine(line)?.msg);
+    expect(tail).toContain("stopping");
+    expect(tail.at(-1)).toBe("stopped");
+  }, 30_000);
+});
+
+// ============================================================================
+
 describe("a bad configuration", () => {
   it.each([
     ["POLL_INTERVAL_MS", "abc"],
