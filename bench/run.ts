@@ -6,6 +6,7 @@ import { createCleanup, killChildrenOnExit } from "./lib/cleanup.js";
 import { writeCurveCharts } from "./lib/curve-charts.js";
 import { startGateway } from "./lib/gateway.js";
 import { log, logSection } from "./lib/log.js";
+import { medianSummary } from "./lib/median.js";
 import { BenchOptionError, type BenchOptions, checkDescriptorLimits, HELP, parseBenchOptions } from "./lib/options.js";
 import { DEFAULT_CHARTS_DIR, ENTRY } from "./lib/paths.js";
 import { loadAverage1 } from "./lib/proc.js";
@@ -51,7 +52,8 @@ if (options.help) {
 
 const startedAt = Date.now();
 const cleanup = createCleanup();
-killChildrenOnExit({ limitMs: 15 * 60_000, log });
+// A bound on the whole bench: 15 minutes a run, 20 more for the curves.
+killChildrenOnExit({ limitMs: (15 * options.runs + (options.scenarios.has("curves") ? 20 : 0)) * 60_000, log });
 const gateway = await startGateway();
 
 async function main(): Promise<void> {
@@ -77,23 +79,37 @@ async function main(): Promise<void> {
   }
   const bench = createBench({ options, gateway, nchan, cleanup });
 
-  const capacity = scenarios.has("capacity") ? await runCapacity(bench) : null;
-  const singleFlight = scenarios.has("singleflight") ? await runSingleFlight(bench) : null;
-  const redisCost = scenarios.has("rediscost") ? await runRedisCost(bench) : null;
-  const fanout = scenarios.has("fanout") ? await runFanout(bench) : null;
-  const registration = scenarios.has("register") ? await runRegistration(bench) : null;
+  // Every scenario runs --runs times; each figure's summary row is its median run's.
+  const rowsOfRuns: SummaryRow[][] = [];
+  for (let run = 1; run <= options.runs; run += 1) {
+    if (options.runs > 1) logSection(`Run ${run} of ${options.runs}`);
+    const capacity = scenarios.has("capacity") ? await runCapacity(bench) : null;
+    const singleFlight = scenarios.has("singleflight") ? await runSingleFlight(bench) : null;
+    const redisCost = scenarios.has("rediscost") ? await runRedisCost(bench) : null;
+    const fanout = scenarios.has("fanout") ? await runFanout(bench) : null;
+    const registration = scenarios.has("register") ? await runRegistration(bench) : null;
+    const rows: SummaryRow[] = [
+      ...(capacity ? capacityRows(capacity, bench, fanout?.find((r) => r.label === "Nchan")?.perStream ?? null) : []),
+      ...(singleFlight ? singleFlightRows(singleFlight, bench) : []),
+      ...(redisCost ? redisCostRows(redisCost) : []),
+      ...(fanout ? fanoutRows(fanout) : []),
+      ...(registration ? registrationRows(registration) : []),
+    ];
+    if (options.runs > 1 && rows.length > 0) log(`\n${summaryTable(rows)}`);
+    rowsOfRuns.push(rows);
+  }
+  const rows = medianSummary(rowsOfRuns);
   const curves = scenarios.has("curves") ? await runCurves(bench, `${machine.cpu}, Node ${machine.node}`) : null;
 
-  const rows: SummaryRow[] = [
-    ...(capacity ? capacityRows(capacity, bench, fanout?.find((r) => r.label === "Nchan")?.perStream ?? null) : []),
-    ...(singleFlight ? singleFlightRows(singleFlight, bench) : []),
-    ...(redisCost ? redisCostRows(redisCost) : []),
-    ...(fanout ? fanoutRows(fanout) : []),
-    ...(registration ? registrationRows(registration) : []),
-  ];
   const load1 = loadAverage1();
   const report = [
     `## Benchmark results (${new Date().toISOString().slice(0, 10)})`,
+    ...(options.runs > 1 && rows.length
+      ? [
+          "",
+          `Median of ${options.runs} runs: each row is the run whose ratio is the median, with that run's baseline; the ratios of all runs in brackets.`,
+        ]
+      : []),
     ...(rows.length ? ["", summaryTable(rows)] : []),
     ...(curves ? ["", curvesReport(curves)] : []),
     "",

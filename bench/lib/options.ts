@@ -35,6 +35,8 @@ export interface BenchSizes {
 
 export interface BenchOptions {
   readonly sizes: BenchSizes;
+  /** How many times the scenarios run; the summary gives each figure's median run. */
+  readonly runs: number;
   readonly scenarios: ReadonlySet<ScenarioName>;
   readonly quick: boolean;
   readonly nchan: boolean;
@@ -68,6 +70,7 @@ export const HELP = `npm run bench -- [options]
   --cost-intervals K    poll intervals the Redis cost is measured    default 10    (quick 4)
   --curve-streams LIST  fan-out sizes of the curves    default 1000,2500,5000,10000,15000 (quick 500,1000,2000,3000)
   --curve-concurrency LIST  registrations in flight of the curves    default 1,2,4,8,16,32,64
+  --runs N              runs of the scenarios; the summary row of each figure is its median run  default 3 (quick 1)
   --only LIST           capacity,singleflight,rediscost,fanout,register,curves  default all but curves
   --quick               small sizes, short windows (a smoke run)
   --no-nchan            skip the Nchan baseline      --no-install  never apt-get install nginx/Nchan
@@ -125,6 +128,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions {
   }
   return Object.freeze({
     sizes,
+    runs: int("runs", 3, 1),
     scenarios: new Set(SCENARIOS.filter((s) => scenarios.includes(s))),
     quick,
     nchan: values["no-nchan"] !== true,
@@ -176,6 +180,7 @@ function parse(argv: readonly string[]) {
       "curve-streams": { type: "string" },
       "curve-concurrency": { type: "string" },
       only: { type: "string" },
+      runs: { type: "string" },
       quick: { type: "boolean", default: false },
       "no-nchan": { type: "boolean", default: false },
       "no-raw-fanout": { type: "boolean", default: false },

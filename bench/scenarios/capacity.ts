@@ -117,16 +117,16 @@ export function capacityRows(
         .filter(Boolean)
         .join("; "),
       `${ratio(bw.perStream, raw.perStream)} raw${nchanMem !== null ? `; ${ratio(bw.perStream, nchanMem)} Nchan` : ""}`,
-      "≤ 2× raw (aim ≤ 1.5× Nchan)",
-      `${verdict(memRatio <= 2)}${nchanMem !== null ? ` (aim ${bw.perStream <= 1.5 * nchanMem ? "met" : "missed"})` : ""}`,
+      "≤ 1.0× raw (aim ≤ 1.1× Nchan)",
+      `${verdict(memRatio <= 1)}${nchanMem !== null ? ` (aim ${bw.perStream <= 1.1 * nchanMem ? "met" : "missed"})` : ""}`,
     ],
     [
       "CPU per 1,000 idle streams (ms of CPU per second)",
       cpuOk ? `${fmt(bw.cpuPer1000, 3)} ms/s` : `n/a (window ${fmt(idleMs / 1000, 0)} s < heartbeat)`,
       cpuOk ? baselines((r) => `${fmt(r.cpuPer1000, 3)} ms/s`) : "n/a",
-      cpuOk ? ratio(bw.cpuPer1000, raw.cpuPer1000) : "—",
-      "—",
-      "—",
+      cpuOk ? `${ratio(bw.cpuPer1000, raw.cpuPer1000)} raw` : "—",
+      "≤ raw",
+      cpuOk ? verdict(bw.cpuPer1000 <= raw.cpuPer1000) : verdict(null),
     ],
   ];
 }
