@@ -32,6 +32,8 @@ export interface Bench {
   /** A line for the report's notes (a skipped baseline, say); a repeated line is kept once. */
   note(text: string): void;
   readonly notes: readonly string[];
+  /** A name no other measurement of this bench process uses (trace ids, channels): `prefix-<pid>-<n>`. */
+  uniqueName(prefix: string): string;
   /** One bindwatch instance (the built entry) polling the gateway double; `env` adds or overrides variables. */
   startBindwatch(env: Record<string, string>): Promise<ServerProcess>;
   /** The raw node:http SSE server (bench/raw-sse-server.ts). */
@@ -56,12 +58,17 @@ export function createBench(deps: {
   const { options, gateway, cleanup } = deps;
   const profileDir = join(tmpdir(), `bindwatch-bench-profile-${process.pid}`);
   const notes: string[] = [];
+  let names = 0;
   return {
     options,
     gateway,
     nchan: deps.nchan,
     profileDir,
     notes,
+    uniqueName(prefix) {
+      names += 1;
+      return `${prefix}-${process.pid}-${names}`;
+    },
     note(text) {
       if (!notes.includes(text)) notes.push(text);
     },

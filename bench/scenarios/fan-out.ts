@@ -112,7 +112,7 @@ export async function measureBindwatchFanout(
   }
   const first = servers[0];
   if (!first) throw new Error("no instance");
-  const traceId = `${tag}-${instances}x${watchers}-${process.pid}`;
+  const traceId = bench.uniqueName(`${tag}-${instances}x${watchers}`);
   sim.setScript(traceId, scriptNever());
   await registerBinds(first.url, [traceId]);
   return measureFanout(bench, {
@@ -146,7 +146,7 @@ export async function measureBindwatchFanout(
 /** The raw node:http server publishing one frame to all its streams (one `res.end(frame)` each). */
 export async function measureRawFanout(bench: Bench, watchers: number): Promise<FanoutResult> {
   const server = await bench.startRaw();
-  const channel = `raw-fanout-${process.pid}`;
+  const channel = bench.uniqueName("raw-fanout");
   return measureFanout(bench, {
     label: "raw node:http",
     cpuPids: [server.pid],

@@ -76,7 +76,8 @@ async function measure(bench: Bench, count: number): Promise<RedisCostResult> {
   for (let i = 0; i < count; i += 1) {
     instances.push(await bench.startBindwatch({ REDIS_URL: redis.url, UPSTREAM_QPS: "1000" }));
   }
-  const traceIds = Array.from({ length: costTraces }, (_, i) => `cost-${count}-${process.pid}-${i}`);
+  const prefix = bench.uniqueName(`cost-${count}`);
+  const traceIds = Array.from({ length: costTraces }, (_, i) => `${prefix}-${i}`);
   const first = instances[0];
   if (!first) throw new Error("no instance");
   await registerBinds(first.url, traceIds);

@@ -92,7 +92,7 @@ export async function measureRegistration(
       CONCURRENCY: String(concurrency),
       DURATION_MS: String(postSeconds * 1000),
       MAX_REQUESTS: "200000",
-      PREFIX: `${tag}-${short}-${concurrency}-${process.pid}`,
+      PREFIX: bench.uniqueName(`${tag}-${short}-${concurrency}`),
     },
     postSeconds * 1000 + 60_000,
   );

@@ -38,7 +38,8 @@ export async function runSingleFlight(bench: Bench): Promise<SingleFlightResult>
     // The deployment-wide budget is raised so it does not cap T/interval calls per second.
     instances.push(await bench.startBindwatch({ REDIS_URL: redis.url, UPSTREAM_QPS: "1000" }));
   }
-  const traceIds = Array.from({ length: traces }, (_, i) => `sf-${process.pid}-${i}`);
+  const prefix = bench.uniqueName("sf");
+  const traceIds = Array.from({ length: traces }, (_, i) => `${prefix}-${i}`);
   const first = instances[0];
   if (!first) throw new Error("no instance");
   await registerBinds(first.url, traceIds);
@@ -107,7 +108,7 @@ async function measureNaive(
 ): Promise<Pick<SingleFlightResult, "naivePerTraceInterval" | "naiveExpected" | "naiveCalls" | "naiveWindowMs">> {
   const { watchers, traces, naiveIntervals } = bench.options.sizes;
   const { sim } = bench.gateway;
-  const naivePrefix = `naive-${process.pid}`;
+  const naivePrefix = bench.uniqueName("naive");
   const naiveTraceCount = Math.min(traces, 10);
   const naiveWatchers = Math.max(naiveTraceCount, Math.round((watchers * naiveTraceCount) / traces));
   const naiveTraces = Array.from({ length: naiveTraceCount }, (_, i) => `${naivePrefix}-${i}`);
