@@ -32,6 +32,8 @@ export interface CapacityResult {
   readonly openAfter: number;
   readonly heapUsed?: number;
   readonly fds: number | null;
+  /** Server CPU spent opening the streams, per stream (µs): accept, request, routing, attach. */
+  readonly cpuUsPerOpen: number;
 }
 
 export async function runCapacity(bench: Bench): Promise<CapacityResult[]> {
@@ -121,6 +123,14 @@ export function capacityRows(
       `${verdict(memRatio <= 1)}${nchanMem !== null ? ` (aim ${bw.perStream <= 1.1 * nchanMem ? "met" : "missed"})` : ""}`,
     ],
     [
+      "Server CPU to open one stream, µs (connection, request, attach)",
+      fmtInt(bw.cpuUsPerOpen),
+      baselines((r) => fmtInt(r.cpuUsPerOpen)),
+      `${ratio(bw.cpuUsPerOpen, raw.cpuUsPerOpen)} raw`,
+      "—",
+      "—",
+    ],
+    [
       "CPU per 1,000 idle streams (ms of CPU per second)",
       cpuOk ? `${fmt(bw.cpuPer1000, 3)} ms/s` : `n/a (window ${fmt(idleMs / 1000, 0)} s < heartbeat)`,
       cpuOk ? baselines((r) => `${fmt(r.cpuPer1000, 3)} ms/s`) : "n/a",
@@ -160,7 +170,10 @@ async function measureCapacity(
   const rssBase = await settledRss(server.pid);
 
   log(`   ${label}: opening ${fmtInt(targets.length)} streams from ${clients} client processes…`);
+  const cpuBeforeOpen = cpuMs(server.pid) ?? 0;
+  const tOpen = performance.now();
   const { pool, ready } = await bench.openPool(targets, "\nevent: bound\n", readyMarker);
+  const openCpuMs = (cpuMs(server.pid) ?? 0) - cpuBeforeOpen - (cpuBaseMsPerSec * (performance.now() - tOpen)) / 1000;
   log(
     `   ${label}: ${fmtInt(ready.ready)} attached, ${ready.failed} failed, ${ready.retried} retried, in ${fmt(ready.ms / 1000, 1)} s${ready.errors.length ? ` (${ready.errors.join("; ")})` : ""}`,
   );
@@ -194,6 +207,7 @@ async function measureCapacity(
     rssBase,
     rssLoaded,
     perStream: (rssLoaded - rssBase) / Math.max(1, ready.ready),
+    cpuUsPerOpen: (Math.max(0, openCpuMs) * 1000) / Math.max(1, ready.ready),
     cpuIdleMsPerSec,
     cpuBaseMsPerSec,
     cpuPer1000: ((cpuIdleMsPerSec - cpuBaseMsPerSec) * 1000) / Math.max(1, held),
@@ -205,6 +219,7 @@ async function measureCapacity(
   };
   log(
     `   ${label}: held ${fmtInt(result.held)}/${fmtInt(result.requested)}; RSS ${mib(rssBase)} → ${mib(rssLoaded)} = ${kib(result.perStream)} per stream; ` +
+      `opening CPU ${fmtInt(result.cpuUsPerOpen)} µs per stream; ` +
       `idle CPU ${fmt(cpuIdleMsPerSec, 2)} ms/s (${fmt(cpuBaseMsPerSec, 2)} with no streams) = ${fmt(result.cpuPer1000, 3)} ms/s per 1,000 streams; ` +
       `${fmtInt(result.pinged)} streams pinged in the ${fmt(idleMs / 1000, 0)} s window; fds ${fds ?? "?"}`,
   );

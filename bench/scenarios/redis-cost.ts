@@ -1,6 +1,7 @@
-import { createConnection } from "node:net";
 import { type Bench, POLL_INTERVAL_MS, registerBinds } from "../lib/bench.js";
 import { log, logScenarioDone, logSection } from "../lib/log.js";
+import { cpuMs } from "../lib/proc.js";
+import { commandStats } from "../lib/redis-stats.js";
 import { type SummaryRow, verdict } from "../lib/report.js";
 import { type ServerProcess, sleep } from "../lib/spawn.js";
 import { fmt, fmtInt } from "../lib/stats.js";
@@ -25,37 +26,14 @@ export interface RedisCostResult {
   readonly roundTripsPerCall: number;
   /** Commands per call by name. */
   readonly byCommand: Readonly<Record<string, number>>;
+  /** CPU of the redis-server process per call, µs (commands, scripts, pub/sub, networking). */
+  readonly redisCpuUsPerCall: number;
+  /** CPU of all bindwatch instances per call, µs (the TOP call, its Redis steps, fan-out to 2 watchers each). */
+  readonly bindwatchCpuUsPerCall: number;
 }
 
-/** One command's raw reply over a socket of its own. */
-function rawCommand(port: number, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    let reply = "";
-    const timer = setTimeout(() => socket.destroy(new Error("timeout")), 5_000);
-    socket.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    socket.on("data", (chunk) => {
-      reply += chunk.toString("utf8");
-      const header = reply.indexOf("\r\n");
-      if (header > 0 && Buffer.byteLength(reply) >= header + 2 + Number(reply.slice(1, header)) + 2) {
-        clearTimeout(timer);
-        socket.end();
-        resolve(reply);
-      }
-    });
-    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`);
-  });
-}
-
-async function commandStats(port: number): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {};
-  for (const m of (await rawCommand(port, ["INFO", "commandstats"])).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
-    counts[m[1] ?? ""] = Number(m[2]);
-  }
-  return counts;
+function instancesCpuMs(instances: readonly ServerProcess[]): number {
+  return instances.reduce((total, instance) => total + (cpuMs(instance.pid) ?? 0), 0);
 }
 
 async function requestsSent(instances: readonly ServerProcess[]): Promise<number> {
@@ -90,9 +68,21 @@ async function measure(bench: Bench, count: number): Promise<RedisCostResult> {
   // Past the start-up (registrations, subscriptions, the first lease takes): steady polling.
   await sleep(2 * POLL_INTERVAL_MS);
   const callsOf = () => traceIds.reduce((n, id) => n + sim.getTrace(id).callCount, 0);
-  const before = { stats: await commandStats(port), sent: await requestsSent(instances), calls: callsOf() };
+  const before = {
+    stats: await commandStats(port),
+    sent: await requestsSent(instances),
+    calls: callsOf(),
+    cpu: cpuMs(redis.pid) ?? 0,
+    instancesCpu: instancesCpuMs(instances),
+  };
   await sleep(costIntervals * POLL_INTERVAL_MS);
-  const after = { stats: await commandStats(port), sent: await requestsSent(instances), calls: callsOf() };
+  const after = {
+    stats: await commandStats(port),
+    sent: await requestsSent(instances),
+    calls: callsOf(),
+    cpu: cpuMs(redis.pid) ?? 0,
+    instancesCpu: instancesCpuMs(instances),
+  };
   await pool.close();
   for (const instance of instances) await instance.stop();
   await redis.stop();
@@ -113,6 +103,8 @@ async function measure(bench: Bench, count: number): Promise<RedisCostResult> {
     commandsPerCall: commands / calls,
     roundTripsPerCall: (after.sent - before.sent) / calls,
     byCommand,
+    redisCpuUsPerCall: ((after.cpu - before.cpu) * 1000) / calls,
+    bindwatchCpuUsPerCall: ((after.instancesCpu - before.instancesCpu) * 1000) / calls,
   };
 }
 
@@ -126,7 +118,7 @@ export async function runRedisCost(bench: Bench): Promise<RedisCostResult[]> {
     results.push(r);
     log(
       `   ${count} instance(s): ${fmt(r.commandsPerCall, 2)} commands and ${fmt(r.roundTripsPerCall, 2)} round trips ` +
-        `per call over ${fmtInt(r.calls)} calls in ${costIntervals} intervals ` +
+        `per call over ${fmtInt(r.calls)} calls in ${costIntervals} intervals, redis-server CPU ${fmtInt(r.redisCpuUsPerCall)} µs and bindwatch CPU ${fmtInt(r.bindwatchCpuUsPerCall)} µs per call ` +
         `(${Object.entries(r.byCommand)
           .map(([name, n]) => `${name} ${fmt(n, 2)}`)
           .join(", ")})`,
@@ -155,6 +147,14 @@ export function redisCostRows(results: readonly RedisCostResult[]): SummaryRow[]
       "—",
       `≤ ${MAX_ROUND_TRIPS}`,
       verdict(results.every((r) => r.roundTripsPerCall <= MAX_ROUND_TRIPS)),
+    ],
+    [
+      `CPU per checkbind call, µs, redis-server | all bindwatch instances, ${counts} instances`,
+      `${results.map((r) => fmtInt(r.redisCpuUsPerCall)).join(" / ")} | ${results.map((r) => fmtInt(r.bindwatchCpuUsPerCall)).join(" / ")}`,
+      "—",
+      "—",
+      "—",
+      "—",
     ],
   ];
 }

@@ -1,6 +1,8 @@
 import type { Bench } from "../lib/bench.js";
 import { log, logScenarioDone, logSection } from "../lib/log.js";
 import { POST_LOADER } from "../lib/paths.js";
+import { cpuMs } from "../lib/proc.js";
+import { commandStats } from "../lib/redis-stats.js";
 import { type SummaryRow, verdict } from "../lib/report.js";
 import { runHelper } from "../lib/spawn.js";
 import { fmt, fmtInt, ratio } from "../lib/stats.js";
@@ -20,6 +22,10 @@ export interface RegisterResult {
   readonly statuses: Record<string, number>;
   readonly p50: number;
   readonly p99: number;
+  /** Server CPU per registration answered, µs (for bindwatch: the handler and the poll it starts). */
+  readonly cpuUsPerRequest: number;
+  /** With Redis: commands Redis ran per registration, and its CPU per registration (µs). */
+  readonly redis?: { readonly commands: number; readonly cpuUs: number };
 }
 
 /** The systems registration is measured on, in the order they run. */
@@ -59,6 +65,28 @@ export function registrationRows(results: readonly RegisterResult[]): SummaryRow
       verdict(r.perSecond >= floor * raw.perSecond),
     ]);
   }
+  const memory = of("bindwatch, in memory");
+  const redis = of("bindwatch, Redis");
+  if (memory && redis) {
+    rows.push([
+      "Server CPU per registration, µs, in memory / Redis (the handler and the poll it starts)",
+      `${fmtInt(memory.cpuUsPerRequest)} / ${fmtInt(redis.cpuUsPerRequest)}`,
+      `raw node:http ${fmtInt(raw.cpuUsPerRequest)}`,
+      `${ratio(memory.cpuUsPerRequest, raw.cpuUsPerRequest)} raw`,
+      "—",
+      "—",
+    ]);
+    if (redis.redis) {
+      rows.push([
+        "Redis per registration: commands / redis-server CPU, µs",
+        `${fmt(redis.redis.commands, 1)} / ${fmtInt(redis.redis.cpuUs)}`,
+        "—",
+        "—",
+        "—",
+        "—",
+      ]);
+    }
+  }
   return rows;
 }
 
@@ -79,6 +107,12 @@ export async function measureRegistration(
       : await bench.startBindwatch(redis ? { REDIS_URL: redis.url } : {});
   const short = { "raw node:http": "raw", "bindwatch, in memory": "mem", "bindwatch, Redis": "redis" }[system];
   const { postSeconds } = bench.options.sizes;
+  const redisPort = redis ? Number(new URL(redis.url).port) : 0;
+  const before = {
+    cpu: cpuMs(server.pid) ?? 0,
+    redisCpu: redis ? (cpuMs(redis.pid) ?? 0) : 0,
+    stats: redis ? await commandStats(redisPort) : {},
+  };
   const out = await runHelper<{
     ok: number;
     issued: number;
@@ -96,6 +130,16 @@ export async function measureRegistration(
     },
     postSeconds * 1000 + 60_000,
   );
+  const cpuUsed = (cpuMs(server.pid) ?? 0) - before.cpu;
+  let redisFigures: RegisterResult["redis"];
+  if (redis) {
+    const stats = await commandStats(redisPort);
+    const commands = Object.entries(stats)
+      .filter(([name]) => name !== "info")
+      .reduce((n, [name, calls]) => n + calls - (before.stats[name] ?? 0), 0);
+    const ok = Math.max(1, out.ok);
+    redisFigures = { commands: commands / ok, cpuUs: (((cpuMs(redis.pid) ?? 0) - before.redisCpu) * 1000) / ok };
+  }
   await server.stop();
   await redis?.stop();
   const r: RegisterResult = {
@@ -106,9 +150,13 @@ export async function measureRegistration(
     statuses: out.statuses,
     p50: out.latency.p50,
     p99: out.latency.p99,
+    cpuUsPerRequest: (cpuUsed * 1000) / Math.max(1, out.ok),
+    ...(redisFigures ? { redis: redisFigures } : {}),
   };
   log(
-    `   ${system}, ${concurrency} in flight: ${fmtInt(r.perSecond)} POST/s (${fmtInt(out.ok)} × 201 in ${fmt(out.ms / 1000, 1)} s; statuses ${JSON.stringify(out.statuses)}; p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms)`,
+    `   ${system}, ${concurrency} in flight: ${fmtInt(r.perSecond)} POST/s (${fmtInt(out.ok)} × 201 in ${fmt(out.ms / 1000, 1)} s; statuses ${JSON.stringify(out.statuses)}; p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms; ` +
+      `server CPU ${fmtInt(r.cpuUsPerRequest)} µs per registration` +
+      `${r.redis ? `; Redis ${fmt(r.redis.commands, 1)} commands and ${fmtInt(r.redis.cpuUs)} µs of CPU per registration` : ""})`,
   );
   return r;
 }
