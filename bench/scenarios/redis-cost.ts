@@ -149,8 +149,8 @@ export function redisCostRows(results: readonly RedisCostResult[]): SummaryRow[]
       verdict(results.every((r) => r.roundTripsPerCall <= MAX_ROUND_TRIPS)),
     ],
     [
-      `CPU per checkbind call, µs, redis-server | all bindwatch instances, ${counts} instances`,
-      `${results.map((r) => fmtInt(r.redisCpuUsPerCall)).join(" / ")} | ${results.map((r) => fmtInt(r.bindwatchCpuUsPerCall)).join(" / ")}`,
+      `CPU per checkbind call, µs: redis-server, then all bindwatch instances together (${counts} instances)`,
+      `redis-server ${results.map((r) => fmtInt(r.redisCpuUsPerCall)).join(" / ")}; bindwatch ${results.map((r) => fmtInt(r.bindwatchCpuUsPerCall)).join(" / ")}`,
       "—",
       "—",
       "—",
