@@ -40,6 +40,14 @@ export function createMetrics(sources: { streams: () => number; stats: () => Ser
     },
   });
   new Gauge({
+    name: "bindwatch_polls_waiting_for_budget",
+    help: "Polls of this instance waiting for a call permit: demand past UPSTREAM_QPS (each waits its turn).",
+    registers: [registry],
+    collect() {
+      this.set(sources.stats().waitingForBudget);
+    },
+  });
+  new Gauge({
     name: "bindwatch_watchers",
     help: "Watchers (streams and held long-polls) attached on this instance.",
     registers: [registry],

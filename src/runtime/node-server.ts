@@ -138,7 +138,13 @@ export async function startNodeServer(
   };
   const streams = createStreamRegistry();
   // The service and the metrics refer to each other only through these late-bound sources.
-  let statsOf: () => ReturnType<BindService["stats"]> = () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+  let statsOf: () => ReturnType<BindService["stats"]> = () => ({
+    hubs: 0,
+    watchers: 0,
+    drivers: 0,
+    leases: 0,
+    waitingForBudget: 0,
+  });
   const metrics = createMetrics({ streams: () => streams.size, stats: () => statsOf() });
   let redisConnections: RedisConnections | null = null;
   let coordinator: Coordinator;

@@ -288,7 +288,7 @@ function createFrontService(env: EdgeEnv): BindService {
     attach: elsewhere,
     waitForChange: elsewhere,
     cancel: elsewhere,
-    stats: () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0 }),
+    stats: () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 }),
     shutdown: async () => {},
   };
 }

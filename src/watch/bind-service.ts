@@ -73,6 +73,8 @@ export interface ServiceStats {
   readonly watchers: number;
   readonly drivers: number;
   readonly leases: number;
+  /** Polls of this instance waiting for a call permit of UPSTREAM_QPS (demand past the budget). */
+  readonly waitingForBudget: number;
 }
 
 /** A read is expired through the store (which compares its own clock) when it looks due within this much. */
@@ -455,7 +457,7 @@ export function createBindService(deps: BindServiceDeps) {
         if (hub.driver) drivers += 1;
         if (hub.driver?.holdsLease()) leases += 1;
       }
-      return { hubs: registry.hubs.size, watchers, drivers, leases };
+      return { hubs: registry.hubs.size, watchers, drivers, leases, waitingForBudget: permits.waiting };
     },
 
     /** Stops every driver and releases every lease so another instance takes over at once (SPEC §4.6). */

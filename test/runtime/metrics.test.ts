@@ -46,4 +46,28 @@ describe("GET /metrics", () => {
     expect(metrics).toMatch(/bindwatch_active_polls \d/);
     expect(metrics).not.toContain("m-1");
   });
+
+  it("counts the polls waiting for the call budget when demand passes UPSTREAM_QPS", async () => {
+    const slow = await startNodeServer(
+      parseConfig({ PORT: "0", HOST: "127.0.0.1", POLL_INTERVAL_MS: "100", UPSTREAM_QPS: "1", LOG_LEVEL: "silent" }),
+      createLogger("silent"),
+    );
+    try {
+      const gauge = async () =>
+        Number(/bindwatch_polls_waiting_for_budget (\d+)/.exec(await (await fetch(`${slow.url}/metrics`)).text())?.[1]);
+      expect(await gauge()).toBe(0);
+      for (let i = 0; i < 6; i += 1) {
+        const res = await fetch(`${slow.url}/v1/binds`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ trace_id: `budget-${i}`, open_id: "open-1", product_key: "pk", user_type: "ilop" }),
+        });
+        expect(res.status).toBe(201);
+      }
+      // One call a second for six traces polled every 100 ms: most of them wait their turn.
+      await until(async () => (await gauge()) >= 4);
+    } finally {
+      await slow.stop();
+    }
+  });
 });
