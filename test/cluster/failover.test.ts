@@ -14,7 +14,7 @@ import {
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
- * Issue 3, "done when" 2 (SPEC §4.4): the instance polling a trace is killed with
+ * SPEC §4.4: the instance polling a trace is killed with
  * SIGKILL — no release, no goodbye — and another instance with watchers resumes within
  * max(3 × interval, 5 s), still in single flight and never closer than 0.8 × interval.
  */

@@ -14,7 +14,7 @@ import {
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
- * Issue 3, "done when" 1: 300 watchers of 30 traces spread over 3 instance processes
+ * 300 watchers of 30 traces spread over 3 instance processes
  * sharing one Redis cost the upstream one checkbind call per trace per interval —
  * counted at the gateway double — and every watcher gets exactly one final event.
  */

@@ -14,7 +14,7 @@ import {
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
- * Issue 3, "done when" 4 (SPEC §4.6): SIGTERM to the instance polling a trace that is
+ * SPEC §4.6: SIGTERM to the instance polling a trace that is
  * watched from the other instances. It exits 0 within 10 s, ends its own streams with a
  * `retry:` hint, and hands the poll over without a hole in the cadence.
  */

@@ -14,7 +14,7 @@ import type { RedisServer } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
- * Issue 3, "done when" 3: Redis dies mid-watch and comes back empty. Meanwhile the
+ * Redis dies mid-watch and comes back empty. Meanwhile the
  * instances say they are not ready, refuse registrations with a 503 JSON error and
  * keep their streams open; afterwards they put back the registrations they hold in
  * memory, polling resumes and every watcher gets its final event. No process crashes.
