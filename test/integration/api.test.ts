@@ -941,7 +941,7 @@ describe("no leaks", () => {
       linger + 5_000,
       "service stats all zero",
     );
-    expect(server.service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+    expect(server.service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 });
     expect(server.simulator.getTrace(traceId).maxInFlight).toBe(1);
 
     // Timers and sockets return to the baseline (a few of the TOP client's keep-alive ones may come and go).
@@ -1022,7 +1022,7 @@ describe("graceful stop", () => {
         expect(last?.retry).toBeLessThanOrEqual(2_000);
       }
       expect(server.streams.size).toBe(0);
-      expect(server.service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+      expect(server.service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 });
       await expect(fetch(`${server.url}/healthz`)).rejects.toThrow();
     } finally {
       if (!stopped) await server.stop();

@@ -93,7 +93,7 @@ describe("bind service (in memory, fake timers)", () => {
     const after = calls.length;
     await vi.advanceTimersByTimeAsync(20_000);
     expect(calls.length).toBe(after);
-    expect(service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+    expect(service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 });
     await service.shutdown();
   });
 
@@ -306,7 +306,7 @@ describe("bind service (in memory, fake timers)", () => {
     for (const a of attachments) a?.detach();
     expect(service.stats().watchers).toBe(0);
     await vi.advanceTimersByTimeAsync(10_000);
-    expect(service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0 });
+    expect(service.stats()).toEqual({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 });
     expect(vi.getTimerCount()).toBe(1); // the coordinator's sweeper
     await service.shutdown();
   });

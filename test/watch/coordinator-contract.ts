@@ -5,6 +5,17 @@ import type { BindRegistration, BindState } from "../../src/domain/bind.js";
 import { type DeliveryRecord, newDeliveryRecord } from "../../src/domain/webhook.js";
 import type { Coordinator, LeaseTake, TraceEvent, Unsubscribe } from "../../src/watch/coordinator.js";
 
+/**
+ * Waits at least `ms` on the wall clock the stores read. A Node timer may fire up to a
+ * millisecond early against it (libuv schedules from the loop's cached time), which would
+ * make a "wait N ms" answer look wrong when it is the wait that was short.
+ */
+async function waitAtLeast(ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  await delay(ms);
+  while (Date.now() < until) await delay(1);
+}
+
 /** What the suite configures; every engine's factory must honour it. */
 export interface CoordinatorContractOptions {
   readonly retentionMs: number;
@@ -363,7 +374,7 @@ export function describeCoordinatorContract(
         const ms = held.kind === "wait" ? held.ms : 0;
         expect(ms).toBeGreaterThan(0);
         expect(ms).toBeLessThanOrEqual(400);
-        await delay(ms);
+        await waitAtLeast(ms);
         expect(await b.beginCall(traceId, token, call)).toEqual({ kind: "go" });
         expect((await a.beginCall(traceId, token, call)).kind).toBe("wait");
         expect(await a.beginCall(traceId, "not-the-token", call)).toEqual({ kind: "lost" });
@@ -375,7 +386,7 @@ export function describeCoordinatorContract(
         const next = tokenOf(await b.acquireLease(traceId, 30_000));
         const spaced = await b.beginCall(traceId, next, call);
         expect(spaced.kind).toBe("wait");
-        await delay(spaced.kind === "wait" ? spaced.ms : 0);
+        await waitAtLeast(spaced.kind === "wait" ? spaced.ms : 0);
         expect(await a.beginCall(traceId, next, call)).toEqual({ kind: "go" });
       });
 
@@ -452,7 +463,7 @@ export function describeCoordinatorContract(
         const ms = during.kind === "wait" ? during.ms : 0;
         expect(ms).toBeGreaterThan(1_000);
         expect(ms).toBeLessThanOrEqual(1_500);
-        await delay(ms);
+        await waitAtLeast(ms);
         expect(await a.takeCallPermit()).toEqual({ kind: "go" });
       });
     });
