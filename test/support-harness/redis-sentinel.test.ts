@@ -28,7 +28,15 @@ describe("startRedisSentinel({ password })", () => {
   });
 
   it("promotes the replica when the master dies; a Sentinel client follows", async () => {
-    client = new Redis({ sentinels: sentinel.sentinels, name: sentinel.name, password, connectTimeout: 2_000 });
+    // A command bounded in time, so a write sent into the failover fails and is retried
+    // rather than waiting in the offline queue past the test's own bounds.
+    client = new Redis({
+      sentinels: sentinel.sentinels,
+      name: sentinel.name,
+      password,
+      connectTimeout: 2_000,
+      commandTimeout: 2_000,
+    });
     client.on("error", () => {});
     const key = `harness:${randomUUID()}`;
     await client.set(key, "before");
@@ -54,5 +62,7 @@ describe("startRedisSentinel({ password })", () => {
       5_000,
       "the write on the rejoined replica",
     );
-  });
+    // Each step above has its own bound and message (failover 20 s, the write 10 s, the
+    // rejoin 30 s); the test's limit is above their sum so a slow step names itself.
+  }, 70_000);
 });
