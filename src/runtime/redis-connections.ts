@@ -212,12 +212,51 @@ export function createSentinelConnections(
   };
   const redis = new Redis({ ...common, connectionName: name });
   const subscriber = new Redis({ ...common, connectionName: `${name}-sub`, autoResubscribe: true });
-  return pair(redis, subscriber, opts, {
-    topology: "sentinel",
-    nodes: config.sentinels.map(hostPort),
-    masterName: config.masterName,
-    tls: config.tls,
-    auth: config.auth.password !== undefined,
+  let closing = false;
+  reconnectWhenEnded(redis, () => closing);
+  reconnectWhenEnded(subscriber, () => closing);
+  return pair(
+    redis,
+    subscriber,
+    opts,
+    {
+      topology: "sentinel",
+      nodes: config.sentinels.map(hostPort),
+      masterName: config.masterName,
+      tls: config.tls,
+      auth: config.auth.password !== undefined,
+    },
+    () => {
+      closing = true;
+    },
+  );
+}
+
+/**
+ * Connects a Sentinel client again when ioredis ended it on its own.
+ *
+ * Works around ioredis 5.9 (lib/connectors/SentinelConnector/index.ts `connect`, and
+ * lib/Redis.ts `connect`): the failover detector of the connection that was lost calls
+ * `connector.disconnect()` when `+switch-master` arrives; if the client is reconnecting
+ * at that moment and waiting for a sentinel's answer, `connectToNext` throws "Connection is
+ * closed." and `Redis.connect` sets the status to "end" — no retry, every later command
+ * refused — although nobody closed the client (redis/ioredis#1683 reports the symptom).
+ * A failover is exactly when that happens. So an "end" that `close()` did not ask for
+ * starts a connect again, on the same backoff as a reconnect.
+ */
+function reconnectWhenEnded(client: Redis, closing: () => boolean): void {
+  let attempt = 0;
+  client.on("ready", () => {
+    attempt = 0;
+  });
+  client.on("end", () => {
+    if (closing()) return;
+    attempt += 1;
+    setTimeout(() => {
+      if (closing() || client.status !== "end") return;
+      // A connect that fails ends the client again, which comes back here.
+      client.connect().catch(() => {});
+    }, reconnectDelay(attempt)).unref();
   });
 }
 
@@ -241,6 +280,8 @@ function pair(
   subscriber: Redis | Cluster,
   opts: RedisConnectionOptions,
   describe: RedisTopologyDescription,
+  /** Told before the connections are closed (they must not be reconnected then). */
+  onClose?: () => void,
 ): RedisConnections {
   // Without a listener an 'error' event would crash the process; ioredis keeps reconnecting anyway.
   redis.on("error", (err: Error) => opts.onError?.(err, "command"));
@@ -250,6 +291,7 @@ function pair(
     subscriber,
     describe: Object.freeze({ ...describe, nodes: Object.freeze([...describe.nodes]) }),
     async close() {
+      onClose?.();
       await Promise.allSettled([quit(redis), quit(subscriber)]);
     },
   };

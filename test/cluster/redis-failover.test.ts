@@ -166,7 +166,20 @@ describe.each(TOPOLOGIES)("a failover of $name", (topology) => {
 
     const killedAt = Date.now();
     await topology.failOver(traceIds[0] as string);
-    await waitUntil(() => readyEverywhere(instances), 30_000, "every instance ready again", 100);
+    await waitUntil(() => readyEverywhere(instances), 30_000, "every instance ready again", 100).catch(
+      async (err: unknown) => {
+        // Which instance stayed unready, and what its Redis connections said meanwhile.
+        for (const i of instances) {
+          const status = await fetch(`${i.url}/readyz`).then(
+            (r) => r.status,
+            () => 0,
+          );
+          const redisLines = i.lines.filter((l) => /redis|store/i.test(l)).slice(-15);
+          console.error(`${i.name}: /readyz ${status}\n${redisLines.join("\n")}`);
+        }
+        throw err;
+      },
+    );
     const readyAt = Date.now();
     // Polling resumes on the promoted master: a call of every trace after the failover.
     await waitUntil(
