@@ -16,14 +16,17 @@ interface Waiter {
  * every waiting poll is delayed, none is dropped (SPEC §4.5).
  */
 export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
-  const waiters: Waiter[] = [];
+  // A Set keeps arrival order and leaves in O(1): an instance with tens of thousands of
+  // polls waiting (demand past UPSTREAM_QPS) aborts them all when it stops, and an array's
+  // splice made that quadratic (50,000 waiters took 1.9 s to abort).
+  const waiters = new Set<Waiter>();
   let pumping = false;
 
   async function pump(): Promise<void> {
     if (pumping) return;
     pumping = true;
     try {
-      while (waiters.length > 0) {
+      while (waiters.size > 0) {
         let permit: Awaited<ReturnType<Coordinator["takeCallPermit"]>>;
         try {
           permit = await coordinator.takeCallPermit();
@@ -36,8 +39,9 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
           await sleep(permit.ms);
           continue;
         }
-        const head = waiters.shift();
+        const head: Waiter | undefined = waiters.values().next().value;
         if (!head) continue;
+        waiters.delete(head);
         head.signal?.removeEventListener("abort", head.onAbort);
         head.resolve();
       }
@@ -59,18 +63,17 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
           reject,
           signal,
           onAbort: () => {
-            const i = waiters.indexOf(waiter);
-            if (i !== -1) waiters.splice(i, 1);
+            waiters.delete(waiter);
             reject(signal?.reason);
           },
         };
         signal?.addEventListener("abort", waiter.onAbort, { once: true });
-        waiters.push(waiter);
+        waiters.add(waiter);
         void pump();
       });
     },
     get waiting(): number {
-      return waiters.length;
+      return waiters.size;
     },
   };
 }
