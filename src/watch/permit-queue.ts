@@ -72,6 +72,17 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
         void pump();
       });
     },
+    /**
+     * Gives a permit this caller took but cannot use (another instance holds the trace's
+     * lease) to the next caller in line; with nobody waiting, the permit goes unused.
+     */
+    handOn(): void {
+      const head: Waiter | undefined = waiters.values().next().value;
+      if (!head) return;
+      waiters.delete(head);
+      head.signal?.removeEventListener("abort", head.onAbort);
+      head.resolve();
+    },
     get waiting(): number {
       return waiters.size;
     },

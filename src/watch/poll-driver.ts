@@ -105,6 +105,8 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
   let renewTimer: ReturnType<typeof setTimeout> | null = null;
   let waking: (() => void) | null = null;
   let lastCallStartedAt: number | null = null;
+  /** True while this poll waits its turn for the call budget. */
+  let awaitingPermit = false;
   /**
    * Answers that made no new version and are not written yet: the next call's gate writes
    * them in the same step (one write a call, SPEC §8), or the next write that must go at once.
@@ -140,6 +142,18 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
       () => {
         renewTimer = null;
         if (lease !== held) return;
+        if (awaitingPermit) {
+          // Past UPSTREAM_QPS a poll may wait far longer than a lease for its turn: it lets
+          // the lease go rather than renew it all that time (one renewal every renewAfterMs
+          // for every waiting poll was most of an instance's work past the budget), and
+          // takes it again with its permit. No call is in flight while a permit is awaited.
+          lease = null;
+          coordinator.releaseLease(traceId, held.token, timings.minGapMs).catch((err: unknown) => {
+            logger.warn({ ...log, err }, "lease release failed");
+          });
+          logger.debug(log, "poll lease let go while waiting for the budget");
+          return;
+        }
         if (Date.now() - held.extendedAt >= timings.guardMs) {
           dropLease("not renewed in time");
           return;
@@ -263,7 +277,11 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
         const held = lease;
         if (!held) throw new LeaseLostError("lease lost");
         if (permitted) permitted = false;
-        else await env.permits.acquire(signal);
+        else await takePermit();
+        if (lease !== held) {
+          env.permits.handOn();
+          throw new LeaseLostError("lease let go while waiting for the budget");
+        }
         const sentAt = Date.now();
         const pending = carried;
         const gate = await coordinator.beginCall(
@@ -345,18 +363,40 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
     return stored !== null;
   }
 
+  /** Waits this poll's turn for the call budget (SPEC §4.5). */
+  async function takePermit(): Promise<void> {
+    awaitingPermit = true;
+    try {
+      await env.permits.acquire(signal);
+    } finally {
+      awaitingPermit = false;
+    }
+  }
+
   async function run(): Promise<void> {
     while (!signal.aborted && !env.stopping()) {
       try {
+        if (!hub.last || hub.last.final || !env.wanted(hub)) return;
+        // Past UPSTREAM_QPS polls queue for the budget; one waits here with nothing set up but
+        // its place in the queue, and no lease unless it held one for less than renewAfterMs
+        // (the permit wait never woke at the deadline, inside or out). The lease comes with
+        // the permit.
+        await takePermit();
         const state = hub.last;
-        if (!state || state.final || !env.wanted(hub)) return;
+        if (!state || state.final || !env.wanted(hub)) {
+          env.permits.handOn();
+          return;
+        }
         if (!lease) {
           const take = await coordinator.acquireLease(traceId, timings.leaseMs);
           if (take.kind === "missing") {
+            env.permits.handOn();
             if (await reassert()) continue;
             return;
           }
           if (take.kind === "held") {
+            // Another instance polls it: the permit goes to the next poll in line here.
+            env.permits.handOn();
             await waitForLease(take.ms);
             continue;
           }
@@ -366,12 +406,10 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
         }
         const reg = await registrationOf();
         if (!reg) {
+          env.permits.handOn();
           if (await reassert()) continue;
           return;
         }
-        // Past UPSTREAM_QPS polls queue for the budget; one waits here with nothing set up but
-        // its place in the queue (the permit wait never woke at the deadline, inside or out).
-        await env.permits.acquire(signal);
         const polled = await pollOnce(reg, state);
         if (polled === "expired") {
           const ended = await expire(state);

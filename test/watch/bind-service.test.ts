@@ -214,6 +214,37 @@ describe("bind service (in memory, fake timers)", () => {
     await service.shutdown();
   });
 
+  it("past UPSTREAM_QPS, a poll waiting its turn lets its lease go instead of renewing it, and calls with the lease it takes again", async () => {
+    const { service, coordinator, calls, maxInFlight } = setup(() => waiting, {}, 5);
+    const counts = { renew: 0, release: 0, acquire: 0 };
+    const renewLease = coordinator.renewLease.bind(coordinator);
+    const releaseLease = coordinator.releaseLease.bind(coordinator);
+    const acquireLease = coordinator.acquireLease.bind(coordinator);
+    coordinator.renewLease = (...args) => {
+      counts.renew += 1;
+      return renewLease(...args);
+    };
+    coordinator.releaseLease = (...args) => {
+      counts.release += 1;
+      return releaseLease(...args);
+    };
+    coordinator.acquireLease = (...args) => {
+      counts.acquire += 1;
+      return acquireLease(...args);
+    };
+    for (let i = 0; i < 20; i++) await service.register(reg(`t${i}`));
+    await vi.advanceTimersByTimeAsync(20_000);
+    // 20 traces, a call for each every 4 s at 5/s: each waits longer than a lease for its turn.
+    expect(calls.length).toBeGreaterThanOrEqual(95);
+    expect(calls.length).toBeLessThanOrEqual(101);
+    expect(counts.renew).toBe(0);
+    // Each wait after a call let the lease go once, and the next call took it again.
+    expect(counts.release).toBeGreaterThan(calls.length - 20 - 5);
+    expect(counts.acquire).toBeGreaterThanOrEqual(calls.length);
+    expect(maxInFlight()).toBeLessThanOrEqual(5);
+    await service.shutdown();
+  });
+
   it("ends an attempt as expired at its deadline and tells every watcher", async () => {
     const { service, calls } = setup(() => waiting, { bindTimeoutMs: 10_000 });
     await service.register(reg());
