@@ -245,6 +245,38 @@ describe("bind service (in memory, fake timers)", () => {
     await service.shutdown();
   });
 
+  it("past UPSTREAM_QPS, two instances watching the same traces share the budget in single flight", async () => {
+    const { service: first, coordinator, calls } = setup(() => waiting, {}, 5);
+    // A second instance on the same store, with its own client.
+    const both = scriptedClient(() => waiting);
+    const shared = createBindService({ coordinator, client: both.client, config, random: () => 0.5 });
+    const traceIds = Array.from({ length: 20 }, (_, i) => `shared-${i}`);
+    for (const id of traceIds) await first.register(reg(id));
+    for (const id of traceIds) {
+      await first.attach(id, 0, { send: () => {} });
+      await shared.attach(id, 0, { send: () => {} });
+    }
+    await vi.advanceTimersByTimeAsync(20_000);
+    const all = [...calls, ...both.calls].sort((a, b) => a.at - b.at);
+    // The deployment's budget (5/s) holds across both instances…
+    for (let s = 1; s < 19; s++) {
+      const start = all[0] ? all[0].at + s * 1000 : 0;
+      expect(all.filter((c) => c.at >= start && c.at < start + 1000).length).toBeLessThanOrEqual(6);
+    }
+    // …and is used in full (a call every 4 s for each trace)…
+    expect(all.length).toBeGreaterThanOrEqual(95);
+    // …every trace is polled, and never by both instances at once nor closer than 0.8 × interval.
+    expect(new Set(all.map((c) => c.traceId)).size).toBe(20);
+    for (const id of traceIds) {
+      const starts = all.filter((c) => c.traceId === id).map((c) => c.at);
+      for (let i = 1; i < starts.length; i++) {
+        expect((starts[i] ?? 0) - (starts[i - 1] ?? 0)).toBeGreaterThanOrEqual(0.8 * config.pollIntervalMs);
+      }
+    }
+    await first.shutdown();
+    await shared.shutdown();
+  });
+
   it("ends an attempt as expired at its deadline and tells every watcher", async () => {
     const { service, calls } = setup(() => waiting, { bindTimeoutMs: 10_000 });
     await service.register(reg());
