@@ -15,14 +15,15 @@ import { createTopClient } from "../top/client.js";
 import { type BindService, createBindService } from "../watch/bind-service.js";
 import type { Coordinator } from "../watch/coordinator.js";
 import { createMemoryCoordinator } from "../watch/memory-coordinator.js";
+import { takeoverMs } from "../watch/poll-driver.js";
 import { createRedisCoordinator } from "../watch/redis-coordinator.js";
-import { createWebhookSender } from "../webhook/sender.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
 import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
 import { readNodeBody, readNodeHeader } from "./node-request.js";
 import { openNodeSseChannel } from "./node-sse.js";
 import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
+import { webhookDeps } from "./webhooks.js";
 
 const TOPOLOGY_NAMES = {
   standalone: "a standalone Redis",
@@ -161,7 +162,7 @@ export async function startNodeServer(
       redis: redisConnections.redis,
       subscriber: redisConnections.subscriber,
       // The takeover time of SPEC §4.4, longer than a poll lease: see src/watch/redis-coordinator.ts.
-      failoverQuietMs: Math.max(3 * config.pollIntervalMs, 5_000),
+      failoverQuietMs: takeoverMs(config.pollIntervalMs),
       onRequest: (operation) => metrics.redis.onRequest(operation),
       logger,
     });
@@ -182,21 +183,7 @@ export async function startNodeServer(
     config,
     logger,
     observer: metrics.service,
-    ...(hooks
-      ? {
-          webhooks: {
-            webhookUrl: hooks.url,
-            send: createWebhookSender({ key: hooks.key, timeoutMs: hooks.timeoutMs }),
-            timings: {
-              retryMs: hooks.retryMs,
-              maxAgeMs: hooks.maxAgeMs,
-              timeoutMs: hooks.timeoutMs,
-              // Within the takeover time of SPEC §4.4, an unpolled bind with destinations is adopted.
-              checkMs: Math.max(3 * config.pollIntervalMs, 5_000),
-            },
-          },
-        }
-      : {}),
+    ...(hooks ? { webhooks: webhookDeps(hooks, config.pollIntervalMs) } : {}),
   });
   service.webhooks?.start();
   if (hooks) metrics.watchWebhooks(() => coordinator.deliveries.tracked());

@@ -41,8 +41,9 @@ import {
   type DurableObjectCoordinator,
   type DurableStorage,
 } from "../watch/durable-object-coordinator.js";
-import { createWebhookSender } from "../webhook/sender.js";
+import { takeoverMs } from "../watch/poll-driver.js";
 import { type Config, ConfigError, parseConfig } from "./config.js";
+import { webhookDeps } from "./webhooks.js";
 
 // ---- the platform, as far as bindwatch uses it ------------------------------
 // (@cloudflare/workers-types' globals clash with the DOM typings of the Node build.)
@@ -446,20 +447,7 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
           .catch((err: unknown) => logger.warn({ err, trace_id: traceId }, "could not record interest")),
       // A final state needs no watchdog any more: the alarm moves to the end of the retention.
       observer: { onFinished: () => void this.planAlarm().catch(() => undefined) },
-      ...(hooks
-        ? {
-            webhooks: {
-              webhookUrl: hooks.url,
-              send: createWebhookSender({ key: hooks.key, timeoutMs: hooks.timeoutMs }),
-              timings: {
-                retryMs: hooks.retryMs,
-                maxAgeMs: hooks.maxAgeMs,
-                timeoutMs: hooks.timeoutMs,
-                checkMs: Math.max(3 * config.pollIntervalMs, 5_000),
-              },
-            },
-          }
-        : {}),
+      ...(hooks ? { webhooks: webhookDeps(hooks, config.pollIntervalMs) } : {}),
     });
     const app = createApp({
       service,
@@ -471,7 +459,7 @@ export class BindObject extends DurableObject<EdgeEnv, DurableObjectStateApi> im
       access: { ...accessOf(config), corsOrigins: [] },
     });
     // The takeover time of SPEC §4.4: an evicted poller is back within it.
-    const watchdogMs = Math.max(3 * config.pollIntervalMs, 5_000);
+    const watchdogMs = takeoverMs(config.pollIntervalMs);
     this.#runtime = { config, coordinator, service, app, watchdogMs };
     return this.#runtime;
   }

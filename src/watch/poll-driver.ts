@@ -31,9 +31,14 @@ export interface PollTimings {
   readonly gateSlackMs: number;
 }
 
+/** Within this long a dead poller is replaced (SPEC §4.4): max(3 × interval, 5 s). */
+export function takeoverMs(intervalMs: number): number {
+  return Math.max(3 * intervalMs, 5_000);
+}
+
 export function pollTimings(intervalMs: number): PollTimings {
-  const takeoverMs = Math.max(3 * intervalMs, 5_000);
-  const leaseMs = Math.floor(takeoverMs * 0.6);
+  const takeover = takeoverMs(intervalMs);
+  const leaseMs = Math.floor(takeover * 0.6);
   return {
     intervalMs,
     minGapMs: Math.ceil(0.8 * intervalMs),
@@ -42,7 +47,7 @@ export function pollTimings(intervalMs: number): PollTimings {
     renewAfterMs: Math.floor(leaseMs * 0.75),
     guardMs: leaseMs - 300,
     silenceMs: leaseMs + 250,
-    retryMs: Math.max(50, Math.min(intervalMs, Math.floor(takeoverMs * 0.15))),
+    retryMs: Math.max(50, Math.min(intervalMs, Math.floor(takeover * 0.15))),
     gateSlackMs: Math.ceil(0.1 * intervalMs),
   };
 }
