@@ -1,5 +1,6 @@
 import type { BindRegistration } from "../domain/bind.js";
 import { classifyCheckbindResponse } from "../domain/classify.js";
+import { describeNetworkError } from "../domain/network-error.js";
 import type { CheckbindOutcome } from "../domain/outcome.js";
 import { buildCheckbindParams } from "./request.js";
 import type { SignMethod } from "./sign.js";
@@ -29,14 +30,6 @@ const FORM_CONTENT_TYPE = "application/x-www-form-urlencoded;charset=utf-8";
 
 function transient(message: string): CheckbindOutcome {
   return { kind: "transient", message, requestId: "" };
-}
-
-/** "fetch failed (ECONNREFUSED)": undici hides the useful part in `cause`. */
-function describeNetworkError(error: unknown): string {
-  if (!(error instanceof Error)) return "network error";
-  const cause: unknown = error.cause;
-  const code = typeof cause === "object" && cause !== null && "code" in cause ? cause.code : undefined;
-  return typeof code === "string" ? `${error.message} (${code})` : error.message || "network error";
 }
 
 /**

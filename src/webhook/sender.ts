@@ -1,3 +1,4 @@
+import { describeNetworkError } from "../domain/network-error.js";
 import type { DeliveryRecord } from "../domain/webhook.js";
 import { signWebhook } from "./message.js";
 
@@ -20,14 +21,6 @@ export interface WebhookSenderOptions {
 
 /** One attempt; `signal` cuts it short (a graceful stop). */
 export type WebhookSender = (url: string, record: DeliveryRecord, signal?: AbortSignal) => Promise<SendResult>;
-
-/** "fetch failed (ECONNREFUSED)": undici hides the useful part in `cause`. */
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return "network error";
-  const cause: unknown = error.cause;
-  const code = typeof cause === "object" && cause !== null && "code" in cause ? cause.code : undefined;
-  return typeof code === "string" ? `${error.message} (${code})` : error.message || "network error";
-}
 
 /**
  * POSTs one attempt of a delivery, signed. A 2xx within the timeout confirms; 410 stops;
@@ -59,7 +52,10 @@ export function createWebhookSender(opts: WebhookSenderOptions): WebhookSender {
       });
     } catch (error) {
       const timedOut = error instanceof Error && (error.name === "TimeoutError" || error.name === "AbortError");
-      return { kind: "failed", error: timedOut ? `no answer within ${opts.timeoutMs} ms` : describeError(error) };
+      return {
+        kind: "failed",
+        error: timedOut ? `no answer within ${opts.timeoutMs} ms` : describeNetworkError(error),
+      };
     }
     // The body is of no use; release the connection.
     await response.body?.cancel().catch(() => {});
