@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { cpus, freemem, release, totalmem } from "node:os";
-import { fmt } from "./stats.js";
+import { fmt, kib, ratio } from "./stats.js";
 
 /* The Markdown report: each scenario gives its rows of one summary table; the machine goes under it. */
 
@@ -15,6 +15,21 @@ export function verdict(ok: boolean | null): string {
 }
 
 /** A Markdown table; `cells` rows under `header`. */
+/**
+ * The memory-per-stream row (bytes of RSS per stream) against raw node:http and, when it
+ * ran, Nchan: the target of ≤ 1.0× raw, and the aim of ≤ 1.1× Nchan.
+ */
+export function memoryPerStreamRow(figure: string, bindwatch: number, raw: number, nchan: number | null): SummaryRow {
+  return [
+    figure,
+    kib(bindwatch),
+    [`raw node:http ${kib(raw)}`, nchan !== null ? `Nchan ${kib(nchan)}` : ""].filter(Boolean).join("; "),
+    `${ratio(bindwatch, raw)} raw${nchan !== null ? `; ${ratio(bindwatch, nchan)} Nchan` : ""}`,
+    "≤ 1.0× raw (aim ≤ 1.1× Nchan)",
+    `${verdict(bindwatch <= raw)}${nchan !== null ? ` (aim ${bindwatch <= 1.1 * nchan ? "met" : "missed"})` : ""}`,
+  ];
+}
+
 export function markdownTable(header: readonly string[], cells: readonly (readonly string[])[]): string {
   return [
     `| ${header.join(" | ")} |`,

@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { type Bench, HEARTBEAT_MS, registerBinds } from "../lib/bench.js";
 import { log, logScenarioDone, logSection } from "../lib/log.js";
 import { cpuMs, openFds, settledRss } from "../lib/proc.js";
-import { type SummaryRow, verdict } from "../lib/report.js";
+import { memoryPerStreamRow, type SummaryRow, verdict } from "../lib/report.js";
 import type { ServerProcess } from "../lib/spawn.js";
 import { sleep, waitFor } from "../lib/spawn.js";
 import { fmt, fmtInt, kib, mib, ratio } from "../lib/stats.js";
@@ -99,7 +99,6 @@ export function capacityRows(
   const nchanMem = nchanCap?.perStream ?? nchanFallback;
   const baselines = (f: (r: CapacityResult) => string) =>
     [`raw node:http ${f(raw)}`, nchanCap ? `Nchan ${f(nchanCap)}` : ""].filter(Boolean).join("; ");
-  const memRatio = bw.perStream / raw.perStream;
   // A window shorter than the heartbeat sees no ping at all: then there is nothing to compare.
   const { idleMs, streams } = bench.options.sizes;
   const cpuOk = idleMs >= HEARTBEAT_MS;
@@ -112,16 +111,12 @@ export function capacityRows(
       fmtInt(15_000),
       verdict(streams >= 15_000 ? bw.held >= 15_000 && bw.failed === 0 : null),
     ],
-    [
+    memoryPerStreamRow(
       `Server memory (RSS) per stream, at ${fmtInt(bw.requested)} streams`,
-      kib(bw.perStream),
-      [`raw node:http ${kib(raw.perStream)}`, nchanMem !== null ? `Nchan ${kib(nchanMem)}` : ""]
-        .filter(Boolean)
-        .join("; "),
-      `${ratio(bw.perStream, raw.perStream)} raw${nchanMem !== null ? `; ${ratio(bw.perStream, nchanMem)} Nchan` : ""}`,
-      "≤ 1.0× raw (aim ≤ 1.1× Nchan)",
-      `${verdict(memRatio <= 1)}${nchanMem !== null ? ` (aim ${bw.perStream <= 1.1 * nchanMem ? "met" : "missed"})` : ""}`,
-    ],
+      bw.perStream,
+      raw.perStream,
+      nchanMem,
+    ),
     [
       "Server CPU to open one stream, µs (connection, request, attach)",
       fmtInt(bw.cpuUsPerOpen),

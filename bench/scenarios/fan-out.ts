@@ -2,7 +2,7 @@ import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { type Bench, POLL_INTERVAL_MS, registerBinds } from "../lib/bench.js";
 import { log, logScenarioDone, logSection } from "../lib/log.js";
 import { cpuMs, settledRss } from "../lib/proc.js";
-import { type SummaryRow, verdict } from "../lib/report.js";
+import { memoryPerStreamRow, type SummaryRow, verdict } from "../lib/report.js";
 import { type ServerProcess, sleep, waitFor } from "../lib/spawn.js";
 import { fmt, fmtInt, kib, type LatencySummary, ratio, summarize } from "../lib/stats.js";
 import type { NchanAvailability } from "../nchan.js";
@@ -74,17 +74,14 @@ export function fanoutRows(results: readonly FanoutResult[]): SummaryRow[] {
   // Memory per stream at the fan-out's size (capacity gives it at --streams).
   const one = results.find((r) => r.label === "bindwatch, 1 instance");
   if (one?.perStream !== undefined && raw?.perStream !== undefined) {
-    const nchanMem = nchan?.perStream;
-    rows.push([
-      `Server memory (RSS) per stream, at ${fmtInt(one.watchers)} streams (fan-out)`,
-      kib(one.perStream),
-      [`raw node:http ${kib(raw.perStream)}`, nchanMem !== undefined ? `Nchan ${kib(nchanMem)}` : ""]
-        .filter(Boolean)
-        .join("; "),
-      `${ratio(one.perStream, raw.perStream)} raw${nchanMem !== undefined ? `; ${ratio(one.perStream, nchanMem)} Nchan` : ""}`,
-      "≤ 1.0× raw (aim ≤ 1.1× Nchan)",
-      `${verdict(one.perStream <= raw.perStream)}${nchanMem !== undefined ? ` (aim ${one.perStream <= 1.1 * nchanMem ? "met" : "missed"})` : ""}`,
-    ]);
+    rows.push(
+      memoryPerStreamRow(
+        `Server memory (RSS) per stream, at ${fmtInt(one.watchers)} streams (fan-out)`,
+        one.perStream,
+        raw.perStream,
+        nchan?.perStream ?? null,
+      ),
+    );
   }
   return rows;
 }

@@ -68,21 +68,16 @@ async function measure(bench: Bench, count: number): Promise<RedisCostResult> {
   // Past the start-up (registrations, subscriptions, the first lease takes): steady polling.
   await sleep(2 * POLL_INTERVAL_MS);
   const callsOf = () => traceIds.reduce((n, id) => n + sim.getTrace(id).callCount, 0);
-  const before = {
+  const snapshot = async () => ({
     stats: await commandStats(port),
     sent: await requestsSent(instances),
     calls: callsOf(),
     cpu: cpuMs(redis.pid) ?? 0,
     instancesCpu: instancesCpuMs(instances),
-  };
+  });
+  const before = await snapshot();
   await sleep(costIntervals * POLL_INTERVAL_MS);
-  const after = {
-    stats: await commandStats(port),
-    sent: await requestsSent(instances),
-    calls: callsOf(),
-    cpu: cpuMs(redis.pid) ?? 0,
-    instancesCpu: instancesCpuMs(instances),
-  };
+  const after = await snapshot();
   await pool.close();
   for (const instance of instances) await instance.stop();
   await redis.stop();
