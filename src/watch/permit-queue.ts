@@ -22,6 +22,15 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
   const waiters = new Set<Waiter>();
   let pumping = false;
 
+  /** Lets the first caller in line go, if any waits. */
+  function grantHead(): void {
+    const head: Waiter | undefined = waiters.values().next().value;
+    if (!head) return;
+    waiters.delete(head);
+    head.signal?.removeEventListener("abort", head.onAbort);
+    head.resolve();
+  }
+
   async function pump(): Promise<void> {
     if (pumping) return;
     pumping = true;
@@ -39,11 +48,7 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
           await sleep(permit.ms);
           continue;
         }
-        const head: Waiter | undefined = waiters.values().next().value;
-        if (!head) continue;
-        waiters.delete(head);
-        head.signal?.removeEventListener("abort", head.onAbort);
-        head.resolve();
+        grantHead();
       }
     } finally {
       pumping = false;
@@ -77,11 +82,7 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
      * lease) to the next caller in line; with nobody waiting, the permit goes unused.
      */
     handOn(): void {
-      const head: Waiter | undefined = waiters.values().next().value;
-      if (!head) return;
-      waiters.delete(head);
-      head.signal?.removeEventListener("abort", head.onAbort);
-      head.resolve();
+      grantHead();
     },
     get waiting(): number {
       return waiters.size;

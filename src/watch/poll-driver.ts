@@ -378,17 +378,23 @@ export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
     }
   }
 
+  /** The state to poll from, or null when the trace needs no more polling here. */
+  const pollable = (): BindState | null => {
+    const state = hub.last;
+    return state && !state.final && env.wanted(hub) ? state : null;
+  };
+
   async function run(): Promise<void> {
     while (!signal.aborted && !env.stopping()) {
       try {
-        if (!hub.last || hub.last.final || !env.wanted(hub)) return;
+        if (!pollable()) return;
         // Past UPSTREAM_QPS polls queue for the budget; one waits here with nothing set up but
         // its place in the queue, and no lease unless it held one for less than renewAfterMs
         // (the permit wait never woke at the deadline, inside or out). The lease comes with
         // the permit.
         await takePermit();
-        const state = hub.last;
-        if (!state || state.final || !env.wanted(hub)) {
+        const state = pollable();
+        if (!state) {
           env.permits.handOn();
           return;
         }
