@@ -2,11 +2,9 @@ import type { Logger } from "../domain/logger.js";
 import type { Coordinator } from "./coordinator.js";
 import { sleep } from "./sleep.js";
 
+/** A place in the queue: `grant` runs once, when its permit comes. */
 interface Waiter {
-  readonly resolve: () => void;
-  readonly reject: (reason: unknown) => void;
-  readonly signal: AbortSignal | undefined;
-  readonly onAbort: () => void;
+  readonly grant: () => void;
 }
 
 /**
@@ -27,8 +25,7 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
     const head: Waiter | undefined = waiters.values().next().value;
     if (!head) return;
     waiters.delete(head);
-    head.signal?.removeEventListener("abort", head.onAbort);
-    head.resolve();
+    head.grant();
   }
 
   async function pump(): Promise<void> {
@@ -55,26 +52,34 @@ export function createPermitQueue(coordinator: Coordinator, logger: Logger) {
     }
   }
 
+  /** Queues `grant` for one permit; the function returned leaves the queue (a no-op once granted). */
+  function enqueue(grant: () => void): () => void {
+    const waiter: Waiter = { grant };
+    waiters.add(waiter);
+    void pump();
+    return () => {
+      waiters.delete(waiter);
+    };
+  }
+
   return {
-    /** Resolves when this caller may start one checkbind call. */
-    acquire(signal?: AbortSignal): Promise<void> {
+    enqueue,
+    /** Resolves when this caller may start one checkbind call; rejects with the signal's reason on abort. */
+    acquire(signal: AbortSignal): Promise<void> {
       return new Promise<void>((resolve, reject) => {
-        if (signal?.aborted) {
+        if (signal.aborted) {
           reject(signal.reason);
           return;
         }
-        const waiter: Waiter = {
-          resolve,
-          reject,
-          signal,
-          onAbort: () => {
-            waiters.delete(waiter);
-            reject(signal?.reason);
-          },
+        const onAbort = () => {
+          leave();
+          reject(signal.reason);
         };
-        signal?.addEventListener("abort", waiter.onAbort, { once: true });
-        waiters.add(waiter);
-        void pump();
+        const leave = enqueue(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        });
+        signal.addEventListener("abort", onAbort, { once: true });
       });
     },
     /**

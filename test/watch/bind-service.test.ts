@@ -214,6 +214,23 @@ describe("bind service (in memory, fake timers)", () => {
     await service.shutdown();
   });
 
+  it("past UPSTREAM_QPS, a bind cancelled while it waits for its first permit leaves the line: the permit goes to the next bind", async () => {
+    const { service, calls } = setup(() => waiting, {}, 1);
+    for (const id of ["a", "b", "c"]) await service.register(reg(id));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(calls.map((c) => c.traceId)).toEqual(["a"]);
+    expect(service.stats()).toMatchObject({ drivers: 3, leases: 1, waitingForBudget: 2 });
+
+    await service.cancel("b");
+    expect(service.stats()).toMatchObject({ drivers: 2, waitingForBudget: 1 });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(calls.map((c) => c.traceId)).toEqual(["a", "c"]);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(calls.some((c) => c.traceId === "b")).toBe(false);
+    await service.shutdown();
+    expect(service.stats()).toMatchObject({ drivers: 0, waitingForBudget: 0 });
+  });
+
   it("past UPSTREAM_QPS, a poll waiting its turn lets its lease go instead of renewing it, and calls with the lease it takes again", async () => {
     const { service, coordinator, calls, maxInFlight } = setup(() => waiting, {}, 5);
     const counts = { renew: 0, release: 0, acquire: 0 };
