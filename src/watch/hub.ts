@@ -37,7 +37,8 @@ export interface Hub {
   ready: Promise<void> | null;
   unsubscribe: Unsubscribe | null;
   last: BindState | null;
-  frame: Uint8Array;
+  /** The SSE frame of `last`, encoded at its first delivery (a trace nobody watches here needs none). */
+  frame: Uint8Array | null;
   /** Polled while this instance's clock is before it, with or without watchers (POLL_LINGER_MS). */
   lingerUntil: number;
   lingerTimer: ReturnType<typeof setTimeout> | null;
@@ -51,7 +52,6 @@ export interface Hub {
 }
 
 const encoder = new TextEncoder();
-const EMPTY_FRAME = new Uint8Array(0);
 
 export interface HubRegistryDeps {
   readonly coordinator: Coordinator;
@@ -78,7 +78,7 @@ export function createHubRegistry(deps: HubRegistryDeps) {
         ready: null,
         unsubscribe: null,
         last: null,
-        frame: EMPTY_FRAME,
+        frame: null,
         lingerUntil: 0,
         lingerTimer: null,
         interestTimer: null,
@@ -132,7 +132,7 @@ export function createHubRegistry(deps: HubRegistryDeps) {
   function offer(hub: Hub, state: BindState): void {
     if (hub.last && state.version <= hub.last.version) return;
     hub.last = state;
-    hub.frame = encoder.encode(encodeStateEvent(state));
+    hub.frame = null;
     for (const watcher of [...hub.watchers]) deliver(hub, watcher);
     if (state.final) deps.onFinal(hub);
   }
@@ -142,6 +142,7 @@ export function createHubRegistry(deps: HubRegistryDeps) {
     if (!last || last.version <= watcher.lastSent) return;
     watcher.lastSent = last.version;
     try {
+      hub.frame ??= encoder.encode(encodeStateEvent(last));
       watcher.sink.send(last, hub.frame);
     } catch (err) {
       logger.warn({ err, trace_id: hub.traceId }, "watcher sink threw");

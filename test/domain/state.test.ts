@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { BindRegistration, UpstreamInfo } from "../../src/domain/bind.js";
-import { applyOutcome, createInitialState } from "../../src/domain/state.js";
+import { applyOutcome, canonicalJson, createInitialState, isSameRegistration } from "../../src/domain/state.js";
 import { upstreamInfo } from "../support/outcomes.js";
 
 const REG: BindRegistration = { trace_id: "t-1", open_id: "o", product_key: "p", user_type: "ilop" };
@@ -46,5 +46,17 @@ describe("applyOutcome: versions (SPEC §3)", () => {
   it("an answer without upstream fields keeps the last answer's ids", () => {
     const errored = applyOutcome(first, { kind: "transient", message: "HTTP 502", requestId: "" }, T0 + 4000);
     expect(errored).toMatchObject({ version: 3, upstream: upstream(), error: { code: "upstream_unavailable" } });
+  });
+});
+
+describe("canonicalJson", () => {
+  it("is JSON with every object's keys sorted, at any depth, whatever order they came in", () => {
+    const value = JSON.parse('{"b":1,"a":{"d":[3,{"z":true,"y":null}],"c":"é\\n\\u0000"},"e":[]}');
+    expect(canonicalJson(value)).toBe('{"a":{"c":"é\\n\\u0000","d":[3,{"y":null,"z":true}]},"b":1,"e":[]}');
+    expect(canonicalJson({ a: undefined, b: [undefined] })).toBe('{"b":[null]}');
+    expect(canonicalJson("x")).toBe('"x"');
+    const params = { ssProductKey: "k", authCode: "c" };
+    expect(isSameRegistration({ ...REG, params }, { params: { authCode: "c", ssProductKey: "k" }, ...REG })).toBe(true);
+    expect(isSameRegistration({ ...REG, params }, { ...REG, params: { ...params, authCode: "d" } })).toBe(false);
   });
 });

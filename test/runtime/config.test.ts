@@ -341,9 +341,12 @@ describe("logger", () => {
         headers: { authorization: "Bearer k" },
         redis: { auth: { password: "redis-pw" }, sentinelAuth: { password: "sentinel-pw" } },
         options: { sentinelPassword: "sentinel-pw" },
+        nested: { deeper: { app_secret: "top-secret", api_key: "key-secret", kept: "visible" } },
+        err: new Error("boom"),
       },
       "x",
     );
+    logger.info({ trace_id: "plain", created: true }, "y");
     logger.flush();
     await new Promise((r) => setImmediate(r));
     const line = lines.join("");
@@ -354,6 +357,12 @@ describe("logger", () => {
     expect(line).not.toContain("Bearer k");
     expect(line).not.toContain("redis-pw");
     expect(line).not.toContain("sentinel-pw");
+    expect(line).not.toContain("top-secret");
+    expect(line).not.toContain("key-secret");
+    expect(line).toContain('"kept":"visible"');
+    // An error is left to pino's serializer: its type, message and stack.
+    expect(line).toMatch(/"err":\{"type":"Error","message":"boom","stack":"Error: boom/);
+    expect(line).toContain('"trace_id":"plain","created":true,"msg":"y"');
   });
 
   it("masks and redacts helpers", () => {
