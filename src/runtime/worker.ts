@@ -16,6 +16,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { type Context, Hono, type Next } from "hono";
 import type { BindRegistration } from "../domain/bind.js";
+import { censorSecrets } from "../domain/log-censor.js";
 import type { Logger } from "../domain/logger.js";
 import type { CheckbindOutcome } from "../domain/outcome.js";
 import { deadlineOf } from "../domain/state.js";
@@ -158,35 +159,21 @@ function accessOf(config: Config): AccessConfig {
 }
 
 const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: 99 };
-const SECRET_KEYS = new Set([
-  "app_secret",
-  "appSecret",
-  "secret",
-  "token",
-  "authorization",
-  "api_key",
-  "sign",
-  "session",
-]);
 
-/** JSON lines on the console (Workers Logs); pino's redaction rules, without pino. */
+/** An error on a console line: its name and message. */
+const errorFields = (err: Error) => ({ name: err.name, message: err.message });
+
+/** JSON lines on the console (Workers Logs), censored as the Node logger's are, without pino. */
 function createConsoleLogger(level: string): Logger {
   const threshold = LEVELS[level] ?? LEVELS.info!;
-  const clean = (value: unknown, depth = 0): unknown => {
-    if (value instanceof Error) return { name: value.name, message: value.message };
-    if (typeof value !== "object" || value === null || depth > 3) return value;
-    const out: Record<string, unknown> = {};
-    for (const [key, inner] of Object.entries(value)) {
-      if (SECRET_KEYS.has(key)) out[key] = "[redacted]";
-      else if (key === "open_id" && typeof inner === "string")
-        out[key] = inner.length <= 4 ? "***" : `${inner.slice(0, 2)}***${inner.slice(-2)}`;
-      else out[key] = clean(inner, depth + 1);
-    }
-    return out;
-  };
   const write = (name: string, obj: object, msg?: string) => {
     if ((LEVELS[name] ?? 0) < threshold) return;
-    const line = JSON.stringify({ level: name, service: "bindwatch", ...(clean(obj) as object), msg });
+    const line = JSON.stringify({
+      level: name,
+      service: "bindwatch",
+      ...(censorSecrets(obj, errorFields) as object),
+      msg,
+    });
     if (name === "error") console.error(line);
     else if (name === "warn") console.warn(line);
     else console.log(line);
