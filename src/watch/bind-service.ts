@@ -309,9 +309,10 @@ export function createBindService(deps: BindServiceDeps) {
         hub.webhook = true;
         await dispatcher.track(reg.trace_id);
       }
+      // Not subscribed here: the poll subscribes when it starts (src/watch/poll-driver.ts), and
+      // past UPSTREAM_QPS most registrations wait for that with no channel of their own.
       let state = result.state;
       try {
-        await registry.subscribe(hub);
         state = await expireIfDue(reg.trace_id, result.state);
         registry.offer(hub, state);
       } catch (err) {

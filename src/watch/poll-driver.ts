@@ -420,6 +420,17 @@ function runDriver(hub: Hub, env: DriverEnv): HubDriver {
     }
   }
 
+  /**
+   * Subscribes the trace's channel if nothing here has (a registration waits for its first
+   * permit without one), then reads the stored state: nothing published between is missed.
+   */
+  async function subscribed(): Promise<void> {
+    if (hub.ready) return hub.ready;
+    await env.hubs.subscribe(hub);
+    const stored = await coordinator.getState(traceId);
+    if (stored) env.hubs.offer(hub, stored);
+  }
+
   /** The state to poll from, or null when the trace needs no more polling here. */
   const pollable = (): BindState | null => {
     const state = hub.last;
@@ -441,6 +452,7 @@ function runDriver(hub: Hub, env: DriverEnv): HubDriver {
           // the permit.
           await takePermit();
         }
+        await subscribed();
         const state = pollable();
         if (!state) {
           env.permits.handOn();

@@ -62,10 +62,12 @@ describe("an instance cut off from Redis by a black hole", () => {
     for (const traceId of traceIds) {
       await gateway.setScript(traceId, scriptNever());
       expect((await postBind(cutOff.url, bindBody(traceId))).status).toBe(201);
-      watchers.push(await openWatcher(cutOff, traceId), await openWatcher(other, traceId));
+      watchers.push(await openWatcher(cutOff, traceId));
     }
-    // The premise: the instance to be cut off polls every trace.
+    // The premise: the instance to be cut off polls every trace. The other instance's
+    // watchers come once it does, so its polls do not race for the leases first.
     await waitUntil(async () => (await cutOff.activePolls()) === TRACES, 10_000, "every lease on the first instance");
+    for (const traceId of traceIds) watchers.push(await openWatcher(other, traceId));
     const sessionOf = (params: Readonly<Record<string, string>>) => params.session;
     await waitUntil(
       async () =>

@@ -231,6 +231,30 @@ describe("bind service (in memory, fake timers)", () => {
     expect(service.stats()).toMatchObject({ drivers: 0, waitingForBudget: 0 });
   });
 
+  it("past UPSTREAM_QPS, a registration waiting for its first permit holds no channel; its poll subscribes and sees what changed meanwhile", async () => {
+    const { service, coordinator, calls } = setup(() => waiting, {}, 1);
+    const subscribed: string[] = [];
+    const subscribe = coordinator.subscribe.bind(coordinator);
+    coordinator.subscribe = (traceId, listener) => {
+      subscribed.push(traceId);
+      return subscribe(traceId, listener);
+    };
+    // Another instance on the same store, which cancels "b" while it waits here.
+    const other = createBindService({ coordinator, client: scriptedClient(() => waiting).client, config });
+    for (const id of ["a", "b", "c"]) await service.register(reg(id));
+    await vi.advanceTimersByTimeAsync(100);
+    expect(subscribed).toEqual(["a"]);
+
+    expect((await other.cancel("b"))?.status).toBe("cancelled");
+    await vi.advanceTimersByTimeAsync(1_000);
+    // "b" came up, subscribed, read its final and handed its permit on to "c".
+    expect(subscribed).toEqual(["a", "b", "c"]);
+    expect(calls.map((c) => c.traceId)).toEqual(["a", "c"]);
+    expect(service.stats()).toMatchObject({ drivers: 2 });
+    await service.shutdown();
+    await other.shutdown();
+  });
+
   it("past UPSTREAM_QPS, a poll waiting its turn lets its lease go instead of renewing it, and calls with the lease it takes again", async () => {
     const { service, coordinator, calls, maxInFlight } = setup(() => waiting, {}, 5);
     const counts = { renew: 0, release: 0, acquire: 0 };

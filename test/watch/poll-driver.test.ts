@@ -31,6 +31,9 @@ function setup() {
     async subscribe() {
       return async () => {};
     },
+    async getState() {
+      return null;
+    },
     now: Date.now,
   } as unknown as Coordinator;
   const permits = createPermitQueue(coordinator, silentLogger);
