@@ -99,9 +99,10 @@ interface Lease {
  * memory and across a cluster.
  *
  * The poll is built once its first permit comes: until then the trace holds only its
- * place in the permit queue. Past UPSTREAM_QPS most registered traces wait there, and
- * building every poll at once (its lease, timers and retry machinery, waiting on an
- * AbortSignal) was a third of a registration's CPU (`npm run bench -- --only register`).
+ * place in the permit queue, with no lease and no channel subscription. Past
+ * UPSTREAM_QPS most registered traces wait there, and building every poll at once (its
+ * lease, timers and retry machinery, waiting on an AbortSignal) was a third of a
+ * registration's CPU (`npm run bench -- --only register`).
  */
 export function startDriver(hub: Hub, env: DriverEnv): HubDriver {
   let running: HubDriver | null = null;
