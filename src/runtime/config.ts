@@ -45,6 +45,14 @@ export interface Config {
   readonly logLevel: string;
   /** Webhooks to the backend (SPEC §3); `undefined` when neither WEBHOOK_URL nor WEBHOOK_ALLOWED_ORIGINS is set. */
   readonly webhooks: WebhookConfig | undefined;
+  /** TLS_CERT_FILE / TLS_KEY_FILE: Node serves HTTPS, HTTP/2 and HTTP/1.1, itself; `undefined` for plain HTTP. */
+  readonly tls: TlsConfig | undefined;
+}
+
+/** PEM files of the certificate (its chain after it) and its private key. */
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
 }
 
 /** One node as `host:port` (an IPv6 host without its brackets). */
@@ -505,6 +513,16 @@ function parseMode(env: Env, production: boolean): { simulator: boolean; appKey?
  * in production (SPEC §5), throws a ConfigError that names the variables.
  * @example const config = parseConfig(process.env);
  */
+/** Both TLS files or neither: one alone would serve plain HTTP while the operator meant HTTPS. */
+function parseTls(env: Env): TlsConfig | undefined {
+  const certFile = read(env, "TLS_CERT_FILE");
+  const keyFile = read(env, "TLS_KEY_FILE");
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined) throw new ConfigError("TLS_CERT_FILE", "must be set with TLS_KEY_FILE (both or neither)");
+  if (keyFile === undefined) throw new ConfigError("TLS_KEY_FILE", "must be set with TLS_CERT_FILE (both or neither)");
+  return Object.freeze({ certFile, keyFile });
+}
+
 export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
   const production = opts.production ?? read(env, "NODE_ENV") === "production";
   const { simulator, appKey, appSecret } = parseMode(env, production);
@@ -567,6 +585,7 @@ export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
     watchTokenSecret,
     corsOrigins,
     webhooks: parseWebhooks(env),
+    tls: parseTls(env),
     maxStreams: integer(env, "MAX_STREAMS", 15_000, 1, 1_000_000),
     logLevel,
   };

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { Socket } from "node:net";
 import { getRequestListener } from "@hono/node-server";
 
@@ -45,7 +46,8 @@ export interface NodeListenerOptions {
 }
 
 type FetchCallback = Parameters<typeof getRequestListener>[0];
-type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+/** A request listener for node:http and node:http2 (whose HTTP/1.1 requests come as node:http's). */
+export type Listener = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
 
 function noop(): void {}
 
@@ -106,6 +108,13 @@ function settleUnreadBody(req: IncomingMessage, res: ServerResponse, maxDrainByt
   lingerOnClose(req.socket);
 }
 
+function isHttp1(
+  req: IncomingMessage | Http2ServerRequest,
+  res: ServerResponse | Http2ServerResponse,
+): res is ServerResponse {
+  return req.httpVersionMajor < 2 && "shouldKeepAlive" in res;
+}
+
 /**
  * The request listener for bindwatch's Hono app on node:http, with connection
  * isolation (SPEC §4.8) around @hono/node-server's listener.
@@ -118,11 +127,17 @@ export function createNodeRequestListener(fetch: FetchCallback, opts: NodeListen
     ...(opts.errorHandler === undefined ? {} : { errorHandler: opts.errorHandler }),
   });
   return (req, res) => {
+    // On HTTP/2 a request is a stream of its own: an early answer ends that stream (with
+    // RST_STREAM NO_ERROR for the unread body), never the connection the others share.
+    if (!isHttp1(req, res)) {
+      void inner(req, res);
+      return;
+    }
     // Every way to send headers (writeHead, an implicit header on the first write) passes here.
     const writeHead = res.writeHead;
     res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
       res.writeHead = writeHead;
-      settleUnreadBody(req, res, opts.maxDrainBytes);
+      settleUnreadBody(req as IncomingMessage, res, opts.maxDrainBytes);
       return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
     } as ServerResponse["writeHead"];
     void inner(req, res);

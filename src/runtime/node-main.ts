@@ -6,16 +6,19 @@ import { startNodeServer } from "./node-server.js";
 
 const STOP_DEADLINE_MS = 10_000;
 
+/** A configuration error ends the process with EX_CONFIG (78) and the variable's name; anything else is thrown on. */
+function refuseOnConfigError(err: unknown): never {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`bindwatch: bad configuration: ${err.message}\n`);
+  process.exit(78);
+}
+
 async function main(): Promise<void> {
   let config: ReturnType<typeof parseConfig>;
   try {
     config = parseConfig(process.env);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`bindwatch: bad configuration: ${err.message}\n`);
-      process.exit(78);
-    }
-    throw err;
+    refuseOnConfigError(err);
   }
   // A person at a terminal (`npm start` by hand) reads lines; a process manager gets JSON.
   const logger = createLogger(config.logLevel, { pretty: process.stdout.isTTY === true });
@@ -32,7 +35,8 @@ async function main(): Promise<void> {
 
   process.on("unhandledRejection", (reason) => logger.error({ err: reason }, "unhandled rejection"));
 
-  const server = await startNodeServer(config, logger);
+  // A setting found bad only on start-up (a TLS file that cannot be read) is a configuration error too.
+  const server = await startNodeServer(config, logger).catch(refuseOnConfigError);
   let signalled = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) return;

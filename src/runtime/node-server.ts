@@ -1,6 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
 import { serve } from "@hono/node-server";
 import type { Logger as PinoLogger } from "pino";
 import { createApp } from "../http/app.js";
@@ -19,7 +18,8 @@ import { takeoverMs } from "../watch/poll-driver.js";
 import { createRedisCoordinator } from "../watch/redis-coordinator.js";
 import type { Config } from "./config.js";
 import { createMetrics } from "./metrics.js";
-import { applyKeepAliveTiming, createNodeRequestListener } from "./node-listener.js";
+import { createNodeHttpServer, listening, readTlsMaterial } from "./node-http-server.js";
+import { createNodeRequestListener } from "./node-listener.js";
 import { readNodeBody, readNodeHeader } from "./node-request.js";
 import { openNodeSseChannel } from "./node-sse.js";
 import { createRedisConnections, type RedisConnections } from "./redis-connections.js";
@@ -60,17 +60,6 @@ export async function loadAsset(name: "client.js" | "demo.html" | "scalar.js"): 
     }
   }
   return undefined;
-}
-
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    server.once("error", onError);
-    server.once("listening", () => {
-      server.off("error", onError);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
 }
 
 /** At most one "redis connection error" line per connection and this interval; the rest are counted. */
@@ -116,6 +105,8 @@ export async function startNodeServer(
   logger: PinoLogger,
   opts: { coordinator?: Coordinator } = {},
 ): Promise<RunningServer> {
+  // First, so an unusable certificate stops start-up before anything is set up.
+  const tls = await readTlsMaterial(config.tls);
   let simulator: TopSimulator | null = null;
   let sandbox: SandboxCredentials | null = null;
   let simServer: Server | null = null;
@@ -127,7 +118,7 @@ export async function startNodeServer(
     simulator = createTopSimulator(sandbox);
     // serve() returns an http.Server unless told to use http2, which bindwatch never does.
     simServer = serve({ fetch: simulator.fetch, port: 0, hostname: "127.0.0.1" }) as Server;
-    const simPort = await listen(simServer);
+    const simPort = await listening(simServer);
     top = { ...top, ...sandbox, gatewayUrl: `http://127.0.0.1:${simPort}/router/rest` };
     logger.warn({ gateway: top.gatewayUrl }, "simulator mode: checkbind goes to the in-process simulator");
   }
@@ -245,7 +236,7 @@ export async function startNodeServer(
   await fetch("data:,")
     .then((r) => r.arrayBuffer())
     .catch(() => undefined);
-  const server = createServer(
+  const server = createNodeHttpServer(
     createNodeRequestListener(app.fetch, {
       hostname: config.host,
       maxDrainBytes: MAX_BODY_BYTES,
@@ -254,12 +245,11 @@ export async function startNodeServer(
           ? Response.json(errorBody("invalid_request", "malformed request target or Host header"), { status: 400 })
           : Response.json(errorBody("internal", "internal error"), { status: 500 }),
     }),
+    tls,
   );
-  applyKeepAliveTiming(server);
-  server.listen(config.port, config.host);
-  const port = await listen(server);
+  const port = await server.listen(config.port, config.host);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const url = `${server.scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
   logger.info({ url, mode: config.mode, redis: config.redis?.mode ?? false }, "bindwatch listening");
   const sandboxUrl = `${url}${SANDBOX_GATEWAY_PATH}`;
   if (sandbox) {
@@ -281,7 +271,8 @@ export async function startNodeServer(
     stop() {
       stopping ??= (async () => {
         const startedAt = Date.now();
-        const closed = closeServer(server);
+        const closed = server.close();
+        server.closeIdle();
         await service.shutdown();
         // In memory the deliveries end with the process: every one left is tried now, within the
         // stop's time. With Redis they stay for the other instances; attempts in flight are handed back.
@@ -296,8 +287,8 @@ export async function startNodeServer(
         // Spread reconnects over a second or two so another instance is not hit all at once.
         streams.closeAll(() => 500 + Math.floor(Math.random() * 1500));
         // Ended streams leave idle keep-alive sockets behind; close those, and cut any straggler.
-        setImmediate(() => server.closeIdleConnections());
-        const cut = setTimeout(() => server.closeAllConnections(), 2_000);
+        setImmediate(() => server.closeIdle());
+        const cut = setTimeout(() => server.cutAll(), 2_000);
         await closed;
         clearTimeout(cut);
         await coordinator.close();

@@ -47,6 +47,15 @@ function processEnv(env: Record<string, string>): Record<string, string> {
   return { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env };
 }
 
+/** The process's exit, or a failure when it has not exited within `ms`. */
+function exitWithin(proc: { exited: RunningProcess["exited"] }, ms: number): RunningProcess["exited"] {
+  const timeout = new Promise<never>((_, reject) => {
+    const timer = setTimeout(() => reject(new Error("the process did not exit")), ms);
+    void proc.exited.finally(() => clearTimeout(timer));
+  });
+  return Promise.race([proc.exited, timeout]);
+}
+
 function spawnEntry(env: Record<string, string>): {
   child: ChildProcessWithoutNullStreams;
   lines: string[];
@@ -319,14 +328,25 @@ describe("a bad configuration", () => {
     ["LOG_LEVEL", "loud"],
   ])("%s=%s stops start-up with a message naming the variable", async (name, value) => {
     const proc = spawnEntry({ [name]: value });
-    const timeout = new Promise<never>((_, reject) => {
-      const timer = setTimeout(() => reject(new Error("the process did not exit")), 10_000);
-      void proc.exited.finally(() => clearTimeout(timer));
-    });
-    const { code } = await Promise.race([proc.exited, timeout]);
+    const { code } = await exitWithin(proc, 10_000);
     expect(code).not.toBe(0);
     expect(code).not.toBeNull();
     expect(proc.stderr()).toContain(name);
+    expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
+  });
+
+  it.each([
+    ["TLS_CERT_FILE without TLS_KEY_FILE", { TLS_CERT_FILE: "/etc/bindwatch/cert.pem" }, "TLS_KEY_FILE"],
+    [
+      "TLS files that cannot be read",
+      { TLS_CERT_FILE: "/nonexistent/cert.pem", TLS_KEY_FILE: "/nonexistent/key.pem" },
+      "TLS_CERT_FILE: cannot be read",
+    ],
+  ])("%s: refuses to start (exit 78), naming the variable", async (_name, env, named) => {
+    const proc = spawnEntry(env);
+    const { code } = await exitWithin(proc, 10_000);
+    expect(code).toBe(78);
+    expect(proc.stderr()).toContain(named);
     expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
   });
 });
@@ -350,11 +370,7 @@ describe("production rules (SPEC §5): never a simulated device or open registra
     ["SIMULATOR=maybe", { SIMULATOR: "maybe" }, ["SIMULATOR"]],
   ])("%s: refuses to start (exit 78), naming the variables", async (_name, env, named) => {
     const proc = spawnEntry(env);
-    const timeout = new Promise<never>((_, reject) => {
-      const timer = setTimeout(() => reject(new Error("the process did not exit")), 10_000);
-      void proc.exited.finally(() => clearTimeout(timer));
-    });
-    const { code } = await Promise.race([proc.exited, timeout]);
+    const { code } = await exitWithin(proc, 10_000);
     expect(code).toBe(78);
     for (const name of named) expect(proc.stderr()).toContain(name);
     expect(proc.lines.some((line) => parseLine(line)?.msg === "bindwatch listening")).toBe(false);
