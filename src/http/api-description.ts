@@ -87,6 +87,10 @@ const storeUnavailable = (codes: readonly [ErrorCode, ...ErrorCode[]], more = ""
       },
     },
   );
+const internalFault = error(
+  "A fault bindwatch did not expect (a store answering nonsense, a bug): the answer says no more, the log line `unhandled error` has the detail. Retrying may help.",
+  ["internal"],
+);
 const apiKeyMissing = error(
   "API_KEYS is set and no valid `Authorization: Bearer <key>` came with the request.",
   ["unauthorized"],
@@ -172,6 +176,7 @@ const routes: RouteConfig[] = [
           "Retry-After": RETRY_AFTER,
         },
       ),
+      "500": internalFault,
       "503": storeUnavailable(["unavailable", "misconfigured"]),
     },
   },
@@ -219,6 +224,7 @@ const routes: RouteConfig[] = [
       "403": watchTokenRefused,
       "404": unknownTrace,
       "405": methodNotAllowed("GET"),
+      "500": internalFault,
       "503": storeUnavailable(
         ["too_many_streams", "unavailable", "misconfigured"],
         " `too_many_streams`: this instance holds MAX_STREAMS streams; retry (perhaps on another instance).",
@@ -242,6 +248,7 @@ const routes: RouteConfig[] = [
       "403": watchTokenRefused,
       "404": unknownTrace,
       "405": methodNotAllowed("GET, DELETE"),
+      "500": internalFault,
       "503": storeUnavailable(["unavailable", "misconfigured"]),
     },
   },
@@ -261,6 +268,7 @@ const routes: RouteConfig[] = [
       "401": apiKeyMissing,
       "404": unknownTrace,
       "405": methodNotAllowed("GET, DELETE"),
+      "500": internalFault,
       "503": storeUnavailable(["unavailable", "misconfigured"]),
     },
   },

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptNever } from "../../src/sim/gateway.js";
+import type { Coordinator } from "../../src/watch/coordinator.js";
+import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
 import {
   type ApiDocument,
   createSchemaChecker,
@@ -331,6 +333,45 @@ describe("a Redis that is gone", () => {
       const answer = await res;
       expect(answer.headers.get("retry-after"), op).toMatch(/^\d+$/);
       expect(await expectDocumented(op, answer)).toMatchObject({ error: { code: "unavailable" } });
+    }
+  });
+});
+
+describe("a store that fails in a way bindwatch does not expect", () => {
+  let server: TestServer;
+  let registered = "";
+  beforeAll(async () => {
+    const store = createMemoryCoordinator({ retentionMs: 600_000, resultTtlMs: 600_000, upstreamQps: 40 });
+    // Once broken, every read and write of a trace throws a plain Error (not "store unavailable").
+    let broken = false;
+    const fault = () => Promise.reject(new Error("injected store fault"));
+    const coordinator: Coordinator = {
+      ...store,
+      register: (...args) => (broken ? fault() : store.register(...args)),
+      getState: (...args) => (broken ? fault() : store.getState(...args)),
+      updateState: (...args) => (broken ? fault() : store.updateState(...args)),
+      subscribe: (...args) => (broken ? fault() : store.subscribe(...args)),
+    };
+    server = await startTestServer({}, { coordinator });
+    ({ traceId: registered } = await registerPending(server));
+    broken = true;
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("500 internal from every trace route, with no detail in the answer", async () => {
+    const url = `${server.url}/v1/binds/${registered}`;
+    for (const [op, res] of [
+      ["POST /v1/binds", post(server, bindBody(newTraceId("doc-fault")))],
+      ["GET /v1/binds/{trace_id}/events", fetch(`${url}/events`)],
+      ["GET /v1/binds/{trace_id}", fetch(url)],
+      ["DELETE /v1/binds/{trace_id}", fetch(url, { method: "DELETE" })],
+    ] as const) {
+      const answer = await res;
+      expect(answer.status, op).toBe(500);
+      const body = await expectDocumented(op, answer);
+      expect(body).toEqual({ error: { code: "internal", message: "internal error" } });
     }
   });
 });

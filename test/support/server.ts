@@ -3,6 +3,7 @@ import { parseConfig } from "../../src/runtime/config.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { type RunningServer, startNodeServer } from "../../src/runtime/node-server.js";
 import type { TopSimulator } from "../../src/sim/gateway.js";
+import type { Coordinator } from "../../src/watch/coordinator.js";
 
 /** A bindwatch server started in this process, in simulator mode, on a loopback port of its own. */
 export interface TestServer {
@@ -29,12 +30,13 @@ const TEST_ENV: Readonly<Record<string, string>> = {
 
 /**
  * Starts `startNodeServer` on 127.0.0.1, port 0, with the TOP gateway simulator;
- * `env` overrides the test defaults with the same variables as production; `logTo` keeps the log lines.
+ * `env` overrides the test defaults with the same variables as production; `logTo` keeps the log lines;
+ * `coordinator` replaces the in-memory store.
  * @example const server = await startTestServer({ MAX_STREAMS: "3" }); … await server.stop();
  */
 export async function startTestServer(
   env: Readonly<Record<string, string>> = {},
-  opts: { readonly logTo?: Writable } = {},
+  opts: { readonly logTo?: Writable; readonly coordinator?: Coordinator } = {},
 ): Promise<TestServer> {
   const merged = { ...TEST_ENV, ...env };
   if (merged.TOP_APP_KEY !== undefined || merged.TOP_APP_SECRET !== undefined) {
@@ -44,6 +46,7 @@ export async function startTestServer(
   const running = await startNodeServer(
     config,
     createLogger(config.logLevel, opts.logTo ? { destination: opts.logTo } : {}),
+    opts.coordinator ? { coordinator: opts.coordinator } : {},
   );
   const { simulator, sandbox } = running;
   if (!simulator || !sandbox) {
