@@ -1,16 +1,21 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { type ChromiumSession, launchChromium } from "../support/browser.js";
 import { type Cluster, startCluster } from "../support/cluster.js";
-import { type Nginx, startNginx } from "../support/nginx.js";
+import { makeSelfSignedCertificate, type Nginx, startNginx } from "../support/nginx.js";
 import { type PageServer, startPageServer } from "../support/page-server.js";
-import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
+import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 
 /*
  * Why the recipe serves HTTP/2 to browsers: a page that watches ten binds at once (a
  * dashboard of devices) gets all ten streams on one HTTP/2 connection, while over
  * HTTP/1.1 Chromium opens at most six connections per origin and the other streams
- * wait. Both are measured from bindwatch's side (`bindwatch_open_streams`).
+ * wait. Both are measured from bindwatch's side (`bindwatch_open_streams`). The same
+ * page on bindwatch's own HTTPS (Node serving HTTP/2 itself) gets all ten too.
  */
 
 const APP_KEY = "h2-app-key";
@@ -41,6 +46,20 @@ for (const traceId of traces) {
 </body>
 </html>
 `;
+
+/** Waits for the dashboard's `count` watchBind calls to resolve, and expects every one `bound`. */
+async function expectEveryFinalBound(page: Page, count: number): Promise<void> {
+  const finals = await waitUntil(
+    async () => {
+      const seen = await page.evaluate(() => (window as unknown as { finals: Record<string, string> }).finals);
+      return Object.keys(seen).length === count ? seen : null;
+    },
+    20_000,
+    "every watchBind to resolve",
+    50,
+  );
+  expect(Object.values(finals)).toEqual(Array(count).fill("bound"));
+}
 
 describe("a page watching ten binds through nginx", () => {
   let pages: PageServer;
@@ -93,16 +112,7 @@ describe("a page watching ten binds through nginx", () => {
 
   async function bindAllAndWait(traceIds: readonly string[], page: Awaited<ReturnType<typeof openDashboard>>["page"]) {
     for (const id of traceIds) await cluster.gateway.setScript(id, scriptBoundAfter(0));
-    const finals = await waitUntil(
-      async () => {
-        const seen = await page.evaluate(() => (window as unknown as { finals: Record<string, string> }).finals);
-        return Object.keys(seen).length === traceIds.length ? seen : null;
-      },
-      20_000,
-      "every watchBind to resolve",
-      50,
-    );
-    expect(Object.values(finals)).toEqual(Array(traceIds.length).fill("bound"));
+    await expectEveryFinalBound(page, traceIds.length);
     await waitUntil(async () => (await openStreams()) === 0, 10_000, "every stream to close");
   }
 
@@ -136,6 +146,59 @@ describe("a page watching ten binds through nginx", () => {
       // Once the first six end, the waiting ones get their turn and the final from stored state.
       await bindAllAndWait(traceIds, page);
       expect(await streamProtocols(traceIds)).toEqual(["HTTP/1.1"]);
+    } finally {
+      await page.close();
+    }
+  }, 60_000);
+});
+
+describe("a page watching ten binds on bindwatch's own HTTPS (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
+  let pages: PageServer;
+  let dir = "";
+  let server: TestServer;
+  let browser: ChromiumSession;
+
+  beforeAll(async () => {
+    pages = await startPageServer(1, { "/dashboard.html": DASHBOARD_PAGE });
+    dir = await mkdtemp(join(tmpdir(), "bindwatch-h2-node-"));
+    const { certFile, keyFile } = await makeSelfSignedCertificate(dir);
+    server = await startTestServer({
+      TLS_CERT_FILE: certFile,
+      TLS_KEY_FILE: keyFile,
+      CORS_ORIGINS: pages.origins[0] ?? "",
+    });
+    browser = await launchChromium({ extraArgs: ["--ignore-certificate-errors"] });
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.stop();
+    await pages?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("all ten streams are open at once on HTTP/2, and all end on their final", async () => {
+    const traceIds = Array.from({ length: WATCHED }, () => newTraceId("h2-node"));
+    for (const id of traceIds) {
+      server.simulator.setScript(id, scriptNever());
+      const registered = await server.service.register({
+        trace_id: id,
+        open_id: "open-id-0123456789",
+        product_key: "a1PrOdUcTkEy",
+        user_type: "ilop",
+      });
+      expect(registered.kind).toBe("created");
+    }
+    const page = await browser.newPage();
+    try {
+      await page.goto(
+        `${pages.origins[0]}/dashboard.html?base=${encodeURIComponent(server.url)}&traces=${traceIds.join(",")}`,
+      );
+      // More than the six connections per origin HTTP/1.1 would allow: one HTTP/2 connection carries them.
+      await waitUntil(() => server.streams.size === WATCHED, 15_000, `${WATCHED} open streams`, 50);
+      for (const id of traceIds) server.simulator.setScript(id, scriptBoundAfter(0));
+      await expectEveryFinalBound(page, traceIds.length);
+      await waitUntil(() => server.streams.size === 0, 10_000, "every stream to close");
     } finally {
       await page.close();
     }
