@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import { createSecureServer, type Http2SecureServer, type Http2Session } from "node:http2";
+import { createSecureServer, type Http2SecureServer, type Http2Session, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 import { createSecureContext } from "node:tls";
 import { ConfigError, type TlsConfig } from "./config.js";
@@ -35,8 +35,16 @@ export interface TlsMaterial {
   readonly key: Buffer;
 }
 
-/** Plain HTTP without `tls`; HTTPS with HTTP/2 and HTTP/1.1 with it. */
-export function createNodeHttpServer(listener: Listener, tls: TlsMaterial | undefined): NodeHttpServer {
+/**
+ * Plain HTTP without `tls`; HTTPS with HTTP/2 and HTTP/1.1 with it. An HTTP/2 connection
+ * with no stream open for `idleMs` is closed (GOAWAY), as an idle HTTP/1.1 keep-alive
+ * connection is after the same time.
+ */
+export function createNodeHttpServer(
+  listener: Listener,
+  tls: TlsMaterial | undefined,
+  idleMs = KEEP_ALIVE_TIMEOUT_MS,
+): NodeHttpServer {
   if (!tls) {
     const server = createServer(listener);
     applyKeepAliveTiming(server);
@@ -53,13 +61,38 @@ export function createNodeHttpServer(listener: Listener, tls: TlsMaterial | unde
   // which reads keepAliveTimeout and headersTimeout from the server object (lib/_http_server.js);
   // node:http2's types do not declare them.
   applyKeepAliveTiming(server as unknown as Server);
-  // An HTTP/2 session with no traffic for this long is closed (a stream's heartbeats are traffic).
-  server.setTimeout(KEEP_ALIVE_TIMEOUT_MS);
   const sessions = new Set<Http2Session>();
   const sockets = new Set<Socket>();
+  // Counted here rather than with node:http2's socket timeout, which would also close a
+  // session whose only stream is quiet between heartbeats longer than idleMs.
+  const open = new WeakMap<Http2Session, { streams: number; idle: ReturnType<typeof setTimeout> | null }>();
+  const armIdle = (session: Http2Session) => {
+    const entry = open.get(session);
+    if (!entry || entry.streams > 0 || session.closed) return;
+    entry.idle = setTimeout(() => session.close(), idleMs);
+    entry.idle.unref();
+  };
   server.on("session", (session: Http2Session) => {
     sessions.add(session);
-    session.once("close", () => sessions.delete(session));
+    open.set(session, { streams: 0, idle: null });
+    armIdle(session);
+    session.once("close", () => {
+      sessions.delete(session);
+      const idle = open.get(session)?.idle;
+      if (idle) clearTimeout(idle);
+    });
+  });
+  server.on("stream", (stream: ServerHttp2Stream) => {
+    const session = stream.session;
+    const entry = session && open.get(session);
+    if (!session || !entry) return;
+    entry.streams += 1;
+    if (entry.idle) clearTimeout(entry.idle);
+    entry.idle = null;
+    stream.once("close", () => {
+      entry.streams -= 1;
+      armIdle(session);
+    });
   });
   server.on("secureConnection", (socket: Socket) => {
     sockets.add(socket);

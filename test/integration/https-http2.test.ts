@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../src/runtime/config.js";
+import { createNodeHttpServer } from "../../src/runtime/node-http-server.js";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import { makeSelfSignedCertificate } from "../support/nginx.js";
 import { bindBody, newTraceId, startTestServer, type TestServer, waitUntil } from "../support/server.js";
@@ -194,6 +195,43 @@ describe("HTTPS with HTTP/2 from Node (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
       /TLS_CERT_FILE: is not a certificate that TLS_KEY_FILE's private key fits/,
     );
   });
+
+  it("closes an HTTP/2 connection once no stream has been open on it for the idle time, never one with a quiet stream open", async () => {
+    const IDLE_MS = 300;
+    const QUIET_MS = 1_000;
+    const idle = createNodeHttpServer(
+      (req, res) => {
+        if (req.url === "/quiet") {
+          // Open, with nothing on the wire, for longer than the idle time.
+          res.writeHead(200);
+          setTimeout(() => res.end("done"), QUIET_MS);
+        } else res.end("ok");
+      },
+      { cert: await readFile(certFile), key: await readFile(keyFile) },
+      IDLE_MS,
+    );
+    const port = await idle.listen(0, "127.0.0.1");
+    try {
+      const closedAfter = async (path: string): Promise<{ text: string; closedMs: number }> => {
+        const session = connect(`https://127.0.0.1:${port}`, { ca });
+        session.on("error", () => {});
+        const closed = new Promise<number>((resolve) => session.once("close", () => resolve(Date.now())));
+        const answer = await h2(session, "GET", path);
+        return { text: answer.text, closedMs: (await closed) - answer.endedAt };
+      };
+      const quick = await closedAfter("/");
+      expect(quick.text).toBe("ok");
+      expect(quick.closedMs).toBeGreaterThanOrEqual(IDLE_MS - 50);
+      expect(quick.closedMs).toBeLessThan(IDLE_MS + 2_000);
+      // The quiet stream outlived the idle time and ended as the server meant; the close came after.
+      const quiet = await closedAfter("/quiet");
+      expect(quiet.text).toBe("done");
+      expect(quiet.closedMs).toBeGreaterThanOrEqual(IDLE_MS - 50);
+    } finally {
+      idle.cutAll();
+      await idle.close();
+    }
+  }, 30_000);
 
   it("stops gracefully: an open HTTP/2 stream gets its retry hint and ends, and the connection closes", async () => {
     const stopping = await startTestServer({ TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile });
