@@ -40,9 +40,9 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  * `value` with every secret key censored and open_id masked (errors through `mapError`
  * when given, else left to the logger); the object itself when nothing in it needs to
  * change, so a line of plain fields (most lines) costs no copy. Used by the Node logger
- * (pino) and the Worker's console logger. Written here instead of pino's `redact`: its redactor (@pinojs/redact) walks every
- * configured path, wildcards included, on every line, and that was 4 % of a registration's
- * CPU (`npm run bench -- --only register --profile`).
+ * (pino) and the Worker's console logger. Written here instead of pino's `redact`: its
+ * redactor (@pinojs/redact) walks every configured path, wildcards included, on every
+ * line, and that was 4 % of a registration's CPU (`npm run bench -- --only register --profile`).
  */
 export function censorSecrets(value: unknown, mapError?: (err: Error) => unknown, depth = 0): unknown {
   if (mapError && value instanceof Error) return mapError(value);

@@ -508,11 +508,6 @@ function parseMode(env: Env, production: boolean): { simulator: boolean; appKey?
   return { simulator: true };
 }
 
-/**
- * Parses the environment into a frozen Config; a bad value, or a combination refused
- * in production (SPEC §5), throws a ConfigError that names the variables.
- * @example const config = parseConfig(process.env);
- */
 /** Both TLS files or neither: one alone would serve plain HTTP while the operator meant HTTPS. */
 function parseTls(env: Env): TlsConfig | undefined {
   const certFile = read(env, "TLS_CERT_FILE");
@@ -523,6 +518,11 @@ function parseTls(env: Env): TlsConfig | undefined {
   return Object.freeze({ certFile, keyFile });
 }
 
+/**
+ * Parses the environment into a frozen Config; a bad value, or a combination refused
+ * in production (SPEC §5), throws a ConfigError that names the variables.
+ * @example const config = parseConfig(process.env);
+ */
 export function parseConfig(env: Env, opts: ParseConfigOptions = {}): Config {
   const production = opts.production ?? read(env, "NODE_ENV") === "production";
   const { simulator, appKey, appSecret } = parseMode(env, production);

@@ -61,30 +61,29 @@ export function createNodeHttpServer(
   // which reads keepAliveTimeout and headersTimeout from the server object (lib/_http_server.js);
   // node:http2's types do not declare them.
   applyKeepAliveTiming(server as unknown as Server);
-  const sessions = new Set<Http2Session>();
+  // Each session with its open streams, counted here rather than with node:http2's socket
+  // timeout, which would also close a session whose only stream is quiet between
+  // heartbeats longer than idleMs.
+  const sessions = new Map<Http2Session, { streams: number; idle: ReturnType<typeof setTimeout> | null }>();
   const sockets = new Set<Socket>();
-  // Counted here rather than with node:http2's socket timeout, which would also close a
-  // session whose only stream is quiet between heartbeats longer than idleMs.
-  const open = new WeakMap<Http2Session, { streams: number; idle: ReturnType<typeof setTimeout> | null }>();
   const armIdle = (session: Http2Session) => {
-    const entry = open.get(session);
+    const entry = sessions.get(session);
     if (!entry || entry.streams > 0 || session.closed) return;
     entry.idle = setTimeout(() => session.close(), idleMs);
     entry.idle.unref();
   };
   server.on("session", (session: Http2Session) => {
-    sessions.add(session);
-    open.set(session, { streams: 0, idle: null });
+    sessions.set(session, { streams: 0, idle: null });
     armIdle(session);
     session.once("close", () => {
-      sessions.delete(session);
-      const idle = open.get(session)?.idle;
+      const idle = sessions.get(session)?.idle;
       if (idle) clearTimeout(idle);
+      sessions.delete(session);
     });
   });
   server.on("stream", (stream: ServerHttp2Stream) => {
     const session = stream.session;
-    const entry = session && open.get(session);
+    const entry = session && sessions.get(session);
     if (!session || !entry) return;
     entry.streams += 1;
     if (entry.idle) clearTimeout(entry.idle);
@@ -105,10 +104,10 @@ export function createNodeHttpServer(
     closeIdle() {
       // Its HTTP/1.1 connections are tracked as node:http's are (undeclared in node:http2's types).
       (server as unknown as Server).closeIdleConnections();
-      for (const session of sessions) if (!session.closed) session.close();
+      for (const session of sessions.keys()) if (!session.closed) session.close();
     },
     cutAll() {
-      for (const session of sessions) session.destroy();
+      for (const session of sessions.keys()) session.destroy();
       for (const socket of sockets) socket.destroy();
     },
   };
