@@ -112,6 +112,17 @@ async function post(server: TestServer, body: unknown, headers: Record<string, s
   });
 }
 
+/** One request to each route that touches a trace's store (`traceId` registered, the POST a new trace). */
+function askEveryTraceRoute(server: TestServer, traceId: string): [string, Promise<Response>][] {
+  const url = `${server.url}/v1/binds/${traceId}`;
+  return [
+    ["POST /v1/binds", post(server, bindBody(newTraceId("doc-route")))],
+    ["GET /v1/binds/{trace_id}/events", fetch(`${url}/events`)],
+    ["GET /v1/binds/{trace_id}", fetch(url)],
+    ["DELETE /v1/binds/{trace_id}", fetch(url, { method: "DELETE" })],
+  ];
+}
+
 /** Registers a trace that never binds by itself and returns the POST's answer (checked). */
 async function registerPending(server: TestServer, headers: Record<string, string> = {}) {
   const traceId = newTraceId("doc");
@@ -323,13 +334,7 @@ describe("a Redis that is gone", () => {
       return null;
     };
     await expectDocumented("GET /readyz", await waitUntil(readyz, 5_000, "/readyz to answer 503", 50));
-    const url = `${server.url}/v1/binds/${traceId}`;
-    for (const [op, res] of [
-      ["POST /v1/binds", post(server, bindBody(newTraceId("doc-gone")))],
-      ["GET /v1/binds/{trace_id}/events", fetch(`${url}/events`)],
-      ["GET /v1/binds/{trace_id}", fetch(url)],
-      ["DELETE /v1/binds/{trace_id}", fetch(url, { method: "DELETE" })],
-    ] as const) {
+    for (const [op, res] of askEveryTraceRoute(server, traceId)) {
       const answer = await res;
       expect(answer.headers.get("retry-after"), op).toMatch(/^\d+$/);
       expect(await expectDocumented(op, answer)).toMatchObject({ error: { code: "unavailable" } });
@@ -361,13 +366,7 @@ describe("a store that fails in a way bindwatch does not expect", () => {
   });
 
   it("500 internal from every trace route, with no detail in the answer", async () => {
-    const url = `${server.url}/v1/binds/${registered}`;
-    for (const [op, res] of [
-      ["POST /v1/binds", post(server, bindBody(newTraceId("doc-fault")))],
-      ["GET /v1/binds/{trace_id}/events", fetch(`${url}/events`)],
-      ["GET /v1/binds/{trace_id}", fetch(url)],
-      ["DELETE /v1/binds/{trace_id}", fetch(url, { method: "DELETE" })],
-    ] as const) {
+    for (const [op, res] of askEveryTraceRoute(server, registered)) {
       const answer = await res;
       expect(answer.status, op).toBe(500);
       const body = await expectDocumented(op, answer);

@@ -76,12 +76,23 @@ describe("HTTPS with HTTP/2 from Node (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("carries 12 registrations and their 12 streams on one HTTP/2 connection, every stream open at once, each to its final event", async () => {
-    expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
-    const session = connect(server.url, { ca });
+  /** Runs `use` on one HTTP/2 connection, which must come through it with no error and still open. */
+  async function onOneSession(url: string, use: (session: ClientHttp2Session) => Promise<void>): Promise<void> {
+    const session = connect(url, { ca });
     const sessionErrors: unknown[] = [];
     session.on("error", (err) => sessionErrors.push(err));
     try {
+      await use(session);
+      expect(sessionErrors).toEqual([]);
+      expect(session.destroyed).toBe(false);
+    } finally {
+      session.close();
+    }
+  }
+
+  it("carries 12 registrations and their 12 streams on one HTTP/2 connection, every stream open at once, each to its final event", async () => {
+    expect(server.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    await onOneSession(server.url, async (session) => {
       const traceIds = Array.from({ length: 12 }, () => newTraceId("h2"));
       for (const traceId of traceIds) {
         server.simulator.setScript(traceId, scriptBoundAfter(4));
@@ -104,18 +115,11 @@ describe("HTTPS with HTTP/2 from Node (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
       const lastStart = Math.max(...streams.map((s) => s.firstAt));
       const firstEnd = Math.min(...streams.map((s) => s.endedAt));
       expect(lastStart).toBeLessThan(firstEnd);
-      expect(sessionErrors).toEqual([]);
-      expect(session.destroyed).toBe(false);
-    } finally {
-      session.close();
-    }
+    });
   }, 30_000);
 
   it("answers 413 and 415 on their own streams while a held long-poll and an SSE stream on the same connection live on and end correctly", async () => {
-    const session = connect(server.url, { ca });
-    const sessionErrors: unknown[] = [];
-    session.on("error", (err) => sessionErrors.push(err));
-    try {
+    await onOneSession(server.url, async (session) => {
       const traceId = newTraceId("h2-early");
       server.simulator.setScript(traceId, scriptNever());
       expect(
@@ -148,11 +152,7 @@ describe("HTTPS with HTTP/2 from Node (TLS_CERT_FILE, TLS_KEY_FILE)", () => {
       expect(stream.status).toBe(200);
       expect(stream.text).toContain("event: cancelled\n");
       expect(stream.endedAt - startedAt).toBeGreaterThanOrEqual(2_900);
-      expect(sessionErrors).toEqual([]);
-      expect(session.destroyed).toBe(false);
-    } finally {
-      session.close();
-    }
+    });
   }, 30_000);
 
   it("speaks HTTP/1.1 on the same port to a client that offers no h2: a registration and its stream to the end", async () => {
