@@ -1,4 +1,3 @@
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
@@ -8,121 +7,28 @@ import {
   gapsOf,
   type Instance,
   openWatcher,
+  readyEverywhere,
   startDeployment,
   type Watcher,
 } from "../support/cluster.js";
-import { type RedisCluster, startRedisCluster } from "../support/redis-cluster.js";
-import { type RedisSentinel, startRedisSentinel } from "../support/redis-sentinel.js";
+import { FAILOVER_TOPOLOGIES, type FailoverStore } from "../support/redis-failover.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
  * Redis failover (SPEC §4.9): three instances on a Redis Cluster of three masters with
  * a replica each, and on a Sentinel deployment (a master, a replica, three sentinels).
  * Each trace is registered on one instance and watched on the two others; its master is
- * killed (-9) mid-watch and a replica takes over, possibly without the last writes.
+ * killed (-9) mid-watch and a replica takes over without the master's last second of
+ * writes (its replication link was cut first: test/support/redis-failover.ts).
  * Every watcher still gets its final, no two calls of a trace overlap, the spacing
  * holds (measured at the gateway double), and every instance is ready again.
  */
 
 const INTERVAL_MS = 500;
 const TRACES = 9;
-/** How long the replica is stalled before and after its master dies. */
-const LAG_MS = 2_000;
 
-interface Topology {
-  readonly name: string;
-  start(): Promise<{ storeEnv: Record<string, string>; stop(): Promise<void> }>;
-  /** Kills the master that holds `traceId`'s keys and resolves once a replica has taken over. */
-  failOver(traceId: string): Promise<void>;
-}
-
-let redisCluster: RedisCluster | undefined;
-let sentinel: RedisSentinel | undefined;
-
-const TOPOLOGIES: readonly Topology[] = [
-  {
-    name: "Redis Cluster, 3 masters with a replica each",
-    async start() {
-      const cluster = await startRedisCluster({ replicas: 1 });
-      redisCluster = cluster;
-      return {
-        storeEnv: { REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `${n.host}:${n.port}`).join(",") },
-        stop: () => cluster.stop(),
-      };
-    },
-    async failOver(traceId) {
-      const cluster = redisCluster as RedisCluster;
-      const master = await cluster.masterFor(`bw:{${traceId}}:state`);
-      const replica = (await cluster.topology()).find((n) => n.role === "replica" && n.masterPort === master.port);
-      if (!replica) throw new Error(`no replica of ${master.port}`);
-      await withLaggingReplica(replica.port, () => cluster.kill(master.port));
-      await cluster.waitForFailover(master.port);
-    },
-  },
-  {
-    name: "Sentinel, a master, a replica and 3 sentinels",
-    async start() {
-      const deployment = await startRedisSentinel({ password: "sentinel-data-password" });
-      sentinel = deployment;
-      return {
-        storeEnv: {
-          REDIS_SENTINELS: deployment.sentinels.map((s) => `${s.host}:${s.port}`).join(","),
-          REDIS_SENTINEL_MASTER: deployment.name,
-          REDIS_PASSWORD: "sentinel-data-password",
-        },
-        stop: () => deployment.stop(),
-      };
-    },
-    async failOver() {
-      const deployment = sentinel as RedisSentinel;
-      const master = await deployment.masterAddress();
-      const replica = deployment.dataPorts.find((port) => port !== master.port);
-      if (replica === undefined) throw new Error("no replica");
-      await withLaggingReplica(replica, () => deployment.killMaster().then(() => undefined), deployment.password);
-      await deployment.waitForFailover();
-    },
-  },
-];
-
-/**
- * Stalls the replica (DEBUG SLEEP) so it misses the master's last writes — the leases and
- * call starts of the moment — then kills the master: the replica that takes over lacks
- * them, as asynchronous replication allows.
- */
-async function withLaggingReplica(replicaPort: number, kill: () => Promise<void>, password?: string): Promise<void> {
-  const replica = new Redis({
-    host: "127.0.0.1",
-    port: replicaPort,
-    ...(password ? { password } : {}),
-    lazyConnect: true,
-  });
-  replica.on("error", () => {});
-  try {
-    await replica.connect();
-    const sleeping = replica.call("DEBUG", "SLEEP", String(LAG_MS / 1000));
-    // Long enough for every trace to write a call start the replica never gets.
-    await new Promise((resolve) => setTimeout(resolve, LAG_MS / 2));
-    await kill();
-    await sleeping;
-  } finally {
-    replica.disconnect();
-  }
-}
-
-async function readyEverywhere(instances: readonly Instance[]): Promise<boolean> {
-  const answers = await Promise.all(
-    instances.map((i) =>
-      fetch(`${i.url}/readyz`, { signal: AbortSignal.timeout(3_000) }).then(
-        (r) => r.status,
-        () => 0,
-      ),
-    ),
-  );
-  return answers.every((status) => status === 200);
-}
-
-describe.each(TOPOLOGIES)("a failover of $name", (topology) => {
-  let store: Awaited<ReturnType<Topology["start"]>>;
+describe.each(FAILOVER_TOPOLOGIES)("a failover of $name", (topology) => {
+  let store: FailoverStore;
   let deployment: Deployment;
   const watchers: Watcher[] = [];
 
@@ -165,7 +71,7 @@ describe.each(TOPOLOGIES)("a failover of $name", (topology) => {
     );
 
     const killedAt = Date.now();
-    await topology.failOver(traceIds[0] as string);
+    await store.failOver(traceIds[0] as string);
     await waitUntil(() => readyEverywhere(instances), 30_000, "every instance ready again", 100).catch(
       async (err: unknown) => {
         // Which instance stayed unready, and what its Redis connections said meanwhile.

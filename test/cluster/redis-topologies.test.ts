@@ -8,6 +8,7 @@ import {
   type Instance,
   killAll,
   openWatcher,
+  readyEverywhere,
   startGateway,
   startInstance,
   type Watcher,
@@ -75,22 +76,7 @@ async function startPair(prefix: string, env: Record<string, string>): Promise<[
 
 /** `/readyz` 200 on every one of `pair`. */
 async function waitForReady(pair: readonly Instance[], what: string): Promise<void> {
-  await waitUntil(
-    async () => {
-      const statuses = await Promise.all(
-        pair.map((i) =>
-          fetch(`${i.url}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
-            (r) => r.status,
-            () => 0,
-          ),
-        ),
-      );
-      return statuses.every((s) => s === 200);
-    },
-    15_000,
-    `/readyz 200 on ${what}`,
-    50,
-  );
+  await waitUntil(() => readyEverywhere(pair), 15_000, `/readyz 200 on ${what}`, 50);
 }
 
 /**

@@ -338,6 +338,19 @@ export async function findLeaseHolder(instances: readonly Instance[], timeoutMs 
 
 // ---- watchers ------------------------------------------------------------------
 
+/** Whether every instance answers /readyz 200. */
+export async function readyEverywhere(instances: readonly Instance[]): Promise<boolean> {
+  const answers = await Promise.all(
+    instances.map((i) =>
+      fetch(`${i.url}/readyz`, { signal: AbortSignal.timeout(3_000) }).then(
+        (r) => r.status,
+        () => 0,
+      ),
+    ),
+  );
+  return answers.every((status) => status === 200);
+}
+
 /** One raw SSE reader and where it is attached. */
 export interface Watcher {
   readonly traceId: string;
