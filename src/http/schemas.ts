@@ -75,7 +75,27 @@ export const eventsHeaders = z.object({
     .optional(),
 });
 
-const text = z.string().min(1, "must not be empty").max(256, "must be at most 256 characters");
+/** Code points in `s`: what JSON Schema's maxLength counts, where a JS string's length counts UTF-16 units. */
+function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n += 1;
+  return n;
+}
+
+/**
+ * A non-empty string of at most `max` characters, counted as the API description's
+ * `maxLength` counts them (code points): zod's own `.max` counts UTF-16 units, so 200
+ * emoji, valid by the document, would have been refused.
+ */
+function characters(max: number) {
+  return z
+    .string()
+    .min(1, "must not be empty")
+    .refine((s) => s.length <= max || codePoints(s) <= max, `must be at most ${max} characters`)
+    .meta({ maxLength: max });
+}
+
+const text = characters(256);
 
 /** The body of POST /v1/binds (SPEC §3): unknown fields are refused so a typo is not silently ignored. */
 export const registrationSchema = z
@@ -94,10 +114,7 @@ export const registrationSchema = z
           'checkbind\'s `params`, sent to TOP as its JSON text, e.g. `{"ssProductKey":"…","authCode":"…"}`; at most 32 levels deep.',
       })
       .optional(),
-    callback_url: z
-      .string()
-      .min(1, "must not be empty")
-      .max(2048, "must be at most 2048 characters")
+    callback_url: characters(2048)
       .meta({
         description:
           "Where this bind's final state is also POSTed as a webhook (besides WEBHOOK_URL): an http(s) URL without credentials whose origin is exactly one of WEBHOOK_ALLOWED_ORIGINS; any other is 400 with `field: callback_url`. Not sent to TOP.",

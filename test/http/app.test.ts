@@ -181,6 +181,17 @@ describe("HTTP API through app.request", () => {
     expect(now.status).toBe(200);
     expect(await now.json()).toMatchObject({ trace_id: "t-1", status: "pending" });
   });
+
+  it("counts a field's length in characters, as the API description's maxLength does, not in UTF-16 units", async () => {
+    const { app } = makeApp();
+    // "😀" is one character (code point) and two UTF-16 units.
+    const withDevice = (traceId: string, deviceName: string) =>
+      JSON.stringify({ trace_id: traceId, open_id: "o", product_key: "p", user_type: "u", device_name: deviceName });
+    expect((await post(app, { body: withDevice("cp-256", "😀".repeat(256)) })).status).toBe(201);
+    const over = await post(app, { body: withDevice("cp-257", "😀".repeat(257)) });
+    expect(over.status).toBe(400);
+    expect(await over.json()).toMatchObject({ error: { code: "invalid_request", field: "device_name" } });
+  });
 });
 
 describe("access control", () => {
