@@ -1,6 +1,6 @@
 import type { BindRegistration, BindState } from "../domain/bind.js";
 import { banPace, takePace } from "../domain/pacer.js";
-import { canonicalJson, createInitialState } from "../domain/state.js";
+import { createInitialState, registrationText } from "../domain/state.js";
 import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
 import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
@@ -148,7 +148,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
   async function store(reg: BindRegistration, state: BindState, retentionMs: number): Promise<void> {
     const meta: TraceMeta = {
       registration: reg,
-      registrationText: canonicalJson(reg),
+      registrationText: registrationText(reg),
       expiresAtMs: now() + retentionMs,
     };
     await storage.delete(keys.all(reg.trace_id));
@@ -237,7 +237,7 @@ export function createDurableObjectCoordinator(opts: DurableObjectCoordinatorOpt
       return serial(async () => {
         const existing = await live(reg.trace_id);
         if (existing) {
-          if (existing.registrationText !== canonicalJson(reg)) return { kind: "conflict" };
+          if (existing.registrationText !== registrationText(reg)) return { kind: "conflict" };
           const state = await storage.get<BindState>(keys.state(reg.trace_id));
           if (state) return { kind: "existing", state };
         }

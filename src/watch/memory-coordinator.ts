@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { BindRegistration, BindState } from "../domain/bind.js";
 import { banPace, takePace } from "../domain/pacer.js";
-import { canonicalJson, createInitialState } from "../domain/state.js";
+import { createInitialState, registrationText } from "../domain/state.js";
 import { type BucketState, returnToken, takeQuota } from "../domain/token-bucket.js";
 import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
@@ -154,7 +154,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
     deliveries,
 
     async register(reg, timeoutMs): Promise<RegisterResult> {
-      const text = canonicalJson(reg);
+      const text = registrationText(reg);
       const existing = live(reg.trace_id);
       if (existing) {
         return existing.registrationText === text ? { kind: "existing", state: existing.state } : { kind: "conflict" };
@@ -168,7 +168,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions): Coordin
       const existing = live(reg.trace_id);
       if (existing) return existing.state;
       const retentionMs = Math.max(opts.resultTtlMs, Date.parse(state.expires_at) - now() + opts.resultTtlMs);
-      const record = store(reg, canonicalJson(reg), state, retentionMs);
+      const record = store(reg, registrationText(reg), state, retentionMs);
       if (lastCallAgoMs !== null) record.lastCallStartMs = now() - lastCallAgoMs;
       return record.state;
     },

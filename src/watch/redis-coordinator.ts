@@ -5,7 +5,7 @@ import type { BindRegistration, BindState } from "../domain/bind.js";
 import { BIND_STATUSES } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
-import { canonicalJson, createInitialState } from "../domain/state.js";
+import { createInitialState, registrationText } from "../domain/state.js";
 import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
   CallGate,
@@ -363,7 +363,7 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       const reply = await store("register", () =>
         scripts.register(
           [k.reg, k.state, k.poll],
-          [canonicalJson(reg), JSON.stringify(template), Math.ceil(timeoutMs), retentionMs],
+          [registrationText(reg), JSON.stringify(template), Math.ceil(timeoutMs), retentionMs],
         ),
       );
       const [kind, text] = reply as [string, string | undefined];
@@ -381,7 +381,7 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
         scripts.reassert(
           [k.reg, k.state, k.poll],
           [
-            canonicalJson(reg),
+            registrationText(reg),
             JSON.stringify(state),
             Math.ceil(retention),
             lastCallAgoMs === null ? "" : Math.max(0, Math.floor(lastCallAgoMs)),

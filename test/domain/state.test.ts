@@ -1,6 +1,13 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { BindRegistration, UpstreamInfo } from "../../src/domain/bind.js";
-import { applyOutcome, canonicalJson, createInitialState, isSameRegistration } from "../../src/domain/state.js";
+import {
+  applyOutcome,
+  canonicalJson,
+  createInitialState,
+  isSameRegistration,
+  registrationText,
+} from "../../src/domain/state.js";
 import { upstreamInfo } from "../support/outcomes.js";
 
 const REG: BindRegistration = { trace_id: "t-1", open_id: "o", product_key: "p", user_type: "ilop" };
@@ -58,5 +65,43 @@ describe("canonicalJson", () => {
     const params = { ssProductKey: "k", authCode: "c" };
     expect(isSameRegistration({ ...REG, params }, { params: { authCode: "c", ssProductKey: "k" }, ...REG })).toBe(true);
     expect(isSameRegistration({ ...REG, params }, { ...REG, params: { ...params, authCode: "d" } })).toBe(false);
+  });
+
+  it("of a registration, is the text registrationText writes over its known fields, whatever their order", () => {
+    const text = fc.string({ unit: "grapheme", minLength: 1, maxLength: 8 });
+    const registration = fc.record(
+      {
+        trace_id: text,
+        open_id: text,
+        product_key: text,
+        user_type: text,
+        device_name: text,
+        iot_id: text,
+        server_event_request_id: text,
+        params: fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 3 })),
+        callback_url: text,
+      },
+      { requiredKeys: ["trace_id", "open_id", "product_key", "user_type"] },
+    );
+    fc.assert(
+      fc.property(registration, fc.boolean(), (reg, reversed) => {
+        // Key order as a client may send it: reversed, or as generated.
+        const sent = (reversed ? Object.fromEntries(Object.entries(reg).reverse()) : reg) as BindRegistration;
+        expect(registrationText(sent)).toBe(canonicalJson(reg));
+        expect(JSON.parse(registrationText(sent))).toEqual(JSON.parse(JSON.stringify(reg)));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe("createInitialState", () => {
+  it("writes each instant's own time, whatever was formatted before", () => {
+    for (const now of [T0, T0, T0 + 1, T0, T0 + 86_400_000]) {
+      const state = createInitialState(REG, now, 180_000);
+      expect(state.created_at).toBe(new Date(now).toISOString());
+      expect(state.updated_at).toBe(state.created_at);
+      expect(state.expires_at).toBe(new Date(now + 180_000).toISOString());
+    }
   });
 });
