@@ -22,6 +22,10 @@ export interface FailoverStore {
   failOver(traceId: string, meanwhile?: () => Promise<void>): Promise<void>;
   /** Resolves once the replica of the master holding `traceId`'s keys has all it was sent (WAIT). */
   replicated(traceId: string): Promise<void>;
+  /** The port of the master that holds `traceId`'s keys now. */
+  masterOf(traceId: string): Promise<number>;
+  /** The data nodes' password, if they have one. */
+  readonly password: string | undefined;
   stop(): Promise<void>;
 }
 
@@ -51,6 +55,8 @@ export const FAILOVER_TOPOLOGIES: readonly FailoverTopology[] = [
         async replicated(traceId) {
           await waitForReplication((await cluster.masterFor(`bw:{${traceId}}:state`)).port);
         },
+        masterOf: async (traceId) => (await cluster.masterFor(`bw:{${traceId}}:state`)).port,
+        password: undefined,
         stop: () => cluster.stop(),
       };
     },
@@ -81,13 +87,16 @@ export const FAILOVER_TOPOLOGIES: readonly FailoverTopology[] = [
         async replicated() {
           await waitForReplication((await deployment.masterAddress()).port, SENTINEL_PASSWORD);
         },
+        masterOf: async () => (await deployment.masterAddress()).port,
+        password: SENTINEL_PASSWORD,
         stop: () => deployment.stop(),
       };
     },
   },
 ];
 
-function connectTo(port: number, password?: string): Redis {
+/** A plain connection to one data node (not following failovers): the caller disconnects it. */
+export function connectTo(port: number, password?: string): Redis {
   const client = new Redis({
     host: "127.0.0.1",
     port,
