@@ -3,8 +3,9 @@ import { readdirSync, readFileSync } from "node:fs";
 
 /*
  * What the kernel says about a process: resident memory from /proc/<pid>/status and
- * CPU time from its threads' /proc/<pid>/task/<tid>/schedstat. Every process of the bench runs on this machine,
- * so these are read directly, the same way for Node, nginx and anything else.
+ * CPU time from its threads' /proc/<pid>/task/<tid>/schedstat. Every process of the
+ * bench runs on this machine, so these are read directly, the same way for Node, nginx
+ * and anything else.
  */
 
 let clockTicks: number | null = null;

@@ -134,14 +134,7 @@ void everyRegistrationKey;
  * most of its cost on every POST (profiled).
  */
 export function registrationText(reg: BindRegistration): string {
-  let out = "";
-  for (const key of REGISTRATION_KEYS) {
-    const value = reg[key];
-    if (value === undefined) continue;
-    const text = key === "params" ? canonical(value) : JSON.stringify(value);
-    if (text !== undefined) out += `${out ? "," : ""}"${key}":${text}`;
-  }
-  return `{${out}}`;
+  return canonicalObject(reg, REGISTRATION_KEYS);
 }
 
 /**
@@ -156,8 +149,13 @@ export function canonicalJson(value: unknown): string {
 function canonical(value: unknown): string | undefined {
   if (value === null || typeof value !== "object") return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map((v: unknown) => canonical(v) ?? "null").join(",")}]`;
+  return canonicalObject(value, Object.keys(value).sort());
+}
+
+/** An object's JSON text with its keys in the order given (sorted), skipping what JSON skips. */
+function canonicalObject(value: object, sortedKeys: readonly string[]): string {
   let out = "";
-  for (const key of Object.keys(value).sort()) {
+  for (const key of sortedKeys) {
     const text = canonical((value as Record<string, unknown>)[key]);
     if (text !== undefined) out += `${out ? "," : ""}${JSON.stringify(key)}:${text}`;
   }
