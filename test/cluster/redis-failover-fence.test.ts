@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever, scriptSlow } from "../../src/sim/gateway.js";
 import {
   callStarts,
@@ -9,11 +9,10 @@ import {
   openWatcher,
   readMetric,
   readyEverywhere,
-  startDeployment,
   type Watcher,
   waitForCallAfter,
 } from "../support/cluster.js";
-import { FAILOVER_TOPOLOGIES, type FailoverStore } from "../support/redis-failover.js";
+import { FAILOVER_TOPOLOGIES, type FailoverStore, useFailoverDeployment } from "../support/redis-failover.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -37,23 +36,21 @@ describe.each(FAILOVER_TOPOLOGIES)("the fence after a failover of $name", (topol
   let store: FailoverStore;
   let deployment: Deployment;
   const watchers: Watcher[] = [];
-
-  beforeAll(async () => {
-    store = await topology.start();
-    deployment = await startDeployment({
+  useFailoverDeployment(
+    topology,
+    {
       count: 2,
       appKey: "fence-app-key",
       appSecret: "fence-app-secret-0123456789",
       intervalMs: INTERVAL_MS,
-      storeEnv: store.storeEnv,
       env: { BIND_TIMEOUT_MS: "120000", TOP_TIMEOUT_MS: "10000" },
-    });
-  }, 120_000);
-
-  afterAll(async () => {
-    await deployment?.stop(watchers.splice(0));
-    await store?.stop();
-  });
+      watchers,
+    },
+    (started, running) => {
+      store = started;
+      deployment = running;
+    },
+  );
 
   it("lets no instance call while a call begun before the failover may still run", async () => {
     const { gateway, instances } = deployment;

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
 import {
   callStarts,
@@ -8,10 +8,9 @@ import {
   type Instance,
   openWatcher,
   readyEverywhere,
-  startDeployment,
   type Watcher,
 } from "../support/cluster.js";
-import { FAILOVER_TOPOLOGIES, type FailoverStore } from "../support/redis-failover.js";
+import { FAILOVER_TOPOLOGIES, type FailoverStore, useFailoverDeployment } from "../support/redis-failover.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";
 
 /*
@@ -31,23 +30,21 @@ describe.each(FAILOVER_TOPOLOGIES)("a failover of $name", (topology) => {
   let store: FailoverStore;
   let deployment: Deployment;
   const watchers: Watcher[] = [];
-
-  beforeAll(async () => {
-    store = await topology.start();
-    deployment = await startDeployment({
+  useFailoverDeployment(
+    topology,
+    {
       count: 3,
       appKey: "failover-app-key",
       appSecret: "failover-app-secret-0123456789",
       intervalMs: INTERVAL_MS,
-      storeEnv: store.storeEnv,
       env: { BIND_TIMEOUT_MS: "120000", MAX_STREAMS: "1000" },
-    });
-  }, 120_000);
-
-  afterAll(async () => {
-    await deployment?.stop(watchers.splice(0));
-    await store?.stop();
-  });
+      watchers,
+    },
+    (started, running) => {
+      store = started;
+      deployment = running;
+    },
+  );
 
   it("loses no final, never overlaps or crowds two calls of a trace, and every instance is ready again", async () => {
     const { gateway, instances } = deployment;

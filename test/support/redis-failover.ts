@@ -1,4 +1,6 @@
 import { Redis } from "ioredis";
+import { afterAll, beforeAll } from "vitest";
+import { type Deployment, type DeploymentOptions, startDeployment, type Watcher } from "./cluster.js";
 import { startRedisCluster } from "./redis-cluster.js";
 import { startRedisSentinel } from "./redis-sentinel.js";
 
@@ -94,6 +96,28 @@ export const FAILOVER_TOPOLOGIES: readonly FailoverTopology[] = [
     },
   },
 ];
+
+/**
+ * Starts `topology` and a deployment of instances on it before the suite's tests, and
+ * stops both (closing `opts.watchers` first) after them.
+ */
+export function useFailoverDeployment(
+  topology: FailoverTopology,
+  opts: DeploymentOptions & { readonly watchers: Watcher[] },
+  onStarted: (store: FailoverStore, deployment: Deployment) => void,
+): void {
+  let store: FailoverStore | undefined;
+  let deployment: Deployment | undefined;
+  beforeAll(async () => {
+    store = await topology.start();
+    deployment = await startDeployment({ ...opts, storeEnv: store.storeEnv });
+    onStarted(store, deployment);
+  }, 120_000);
+  afterAll(async () => {
+    await deployment?.stop(opts.watchers.splice(0));
+    await store?.stop();
+  });
+}
 
 /** A plain connection to one data node (not following failovers): the caller disconnects it. */
 export function connectTo(port: number, password?: string): Redis {
