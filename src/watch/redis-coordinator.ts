@@ -6,7 +6,6 @@ import { BIND_STATUSES } from "../domain/bind.js";
 import type { Logger } from "../domain/logger.js";
 import { silentLogger } from "../domain/logger.js";
 import { createInitialState, registrationText } from "../domain/state.js";
-import type { DeliveryRecord } from "../domain/webhook.js";
 import type {
   CallGate,
   Coordinator,
@@ -18,10 +17,10 @@ import type {
   Unsubscribe,
 } from "./coordinator.js";
 import { CoordinatorUnavailableError } from "./coordinator.js";
-import { afterAttempt, type DeliveryClaim, type DeliveryStore, firstDue } from "./deliveries.js";
+import { createRedisDeliveryStore } from "./redis-deliveries.js";
 import type { TraceKeys } from "./redis-keys.js";
 import { createRedisKeys } from "./redis-keys.js";
-import { defineCoordinatorScripts } from "./redis-scripts.js";
+import { defineCoordinatorScripts, MAX_CAS_ATTEMPTS, pxOf } from "./redis-scripts.js";
 
 export interface RedisCoordinatorOptions {
   /** The command connection (standalone, Sentinel or Cluster). Owned by the caller: `close()` does not quit it. */
@@ -52,8 +51,6 @@ export interface RedisCoordinatorOptions {
   readonly logger?: Logger;
 }
 
-/** Optimistic updates give up after this many lost races (each loss means another writer succeeded). */
-const MAX_CAS_ATTEMPTS = 32;
 /** `isReady()` answers false when PING takes longer than this. */
 const READY_TIMEOUT_MS = 1_000;
 /** A failed re-read after a reconnect is tried again after this long. */
@@ -267,86 +264,7 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
     () => {},
   );
 
-  const deliveries: DeliveryStore = {
-    async track(traceId, atMs) {
-      await store("track webhooks", () => redis.zadd(keys.webhooks, "NX", Math.floor(atMs), traceId));
-    },
-    async due(nowMs, limit) {
-      return store("due webhooks", () =>
-        redis.zrangebyscore(keys.webhooks, "-inf", Math.floor(nowMs), "LIMIT", 0, limit),
-      );
-    },
-    async claim(traceId, nowMs, claimMs): Promise<DeliveryClaim> {
-      const k = keys.trace(traceId);
-      const look = (await store("look at webhooks", () =>
-        scripts.deliveryLook([k.deliveries, k.deliveryClaim, k.state, k.poll], []),
-      )) as [string, string | number | undefined, number | undefined];
-      if (look[0] === "done") return { kind: "done" };
-      if (look[0] === "open") return { kind: "open", polled: look[1] === 1 };
-      const text = String(look[1]);
-      const claimLeft = look[2] ?? 0;
-      if (claimLeft > 0) return { kind: "later", atMs: nowMs + claimLeft };
-      const due = firstDue(JSON.parse(text) as DeliveryRecord[], nowMs);
-      if (!due) return { kind: "done" };
-      if ("atMs" in due) return { kind: "later", atMs: due.atMs };
-      const token = randomUUID();
-      const claimed = await store("claim webhook", () =>
-        scripts.deliveryClaim([k.deliveries, k.deliveryClaim], [token, pxOf(claimMs), text]),
-      );
-      if (claimed !== 1) return { kind: "later", atMs: nowMs };
-      claimedTexts.set(`${traceId}\n${token}`, text);
-      return { kind: "deliver", token, record: due.record, destination: due.destination };
-    },
-    async settle(traceId, token, id, destination, result) {
-      const k = keys.trace(traceId);
-      const claimKey = `${traceId}\n${token}`;
-      let text = claimedTexts.get(claimKey);
-      claimedTexts.delete(claimKey);
-      for (let attempt = 0; text !== undefined && attempt < MAX_CAS_ATTEMPTS; attempt += 1) {
-        const { records: left, settled } = afterAttempt(JSON.parse(text) as DeliveryRecord[], id, destination, result);
-        const expected: string = text;
-        const reply = (await store("settle webhook", () =>
-          scripts.deliverySettle(
-            [k.deliveries, k.deliveryClaim],
-            [token, expected, left.length === 0 ? "" : JSON.stringify(left)],
-          ),
-        )) as [number, string | undefined];
-        if (reply[0] === 1) return settled;
-        if (reply[0] === 0) return null;
-        text = reply[1] || undefined;
-      }
-      return null;
-    },
-    async release(traceId, token) {
-      const k = keys.trace(traceId);
-      const claimKey = `${traceId}\n${token}`;
-      const text = claimedTexts.get(claimKey);
-      claimedTexts.delete(claimKey);
-      if (text === undefined) return;
-      // The deliveries as they were: only the claim goes.
-      await store("release webhook", () =>
-        scripts.deliverySettle([k.deliveries, k.deliveryClaim], [token, text, text]),
-      );
-    },
-    async pendingRecords() {
-      const ids = await store("list webhooks", () => redis.zrange(keys.webhooks, 0, -1));
-      const found: DeliveryRecord[] = [];
-      for (const id of ids) {
-        const text = await store("get webhooks", () => redis.get(keys.trace(id).deliveries));
-        if (text) found.push(...(JSON.parse(text) as DeliveryRecord[]));
-      }
-      return found;
-    },
-    async schedule(traceId, atMs) {
-      if (atMs === null) await store("untrack webhooks", () => redis.zrem(keys.webhooks, traceId));
-      else await store("schedule webhooks", () => redis.zadd(keys.webhooks, Math.floor(atMs), traceId));
-    },
-    async tracked() {
-      return store("count webhooks", () => redis.zcard(keys.webhooks));
-    },
-  };
-  /** The deliveries' text each claim was decided on, until it is settled. */
-  const claimedTexts = new Map<string, string>();
+  const deliveries = createRedisDeliveryStore({ redis, keys, scripts, store });
 
   return {
     now: () => Date.now() + offsetMs,
@@ -625,11 +543,6 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       ]);
     },
   };
-}
-
-/** PX and PEXPIRE take whole milliseconds above zero. */
-function pxOf(ms: number): number {
-  return Math.max(1, Math.ceil(ms));
 }
 
 function toUnavailable(err: unknown, what: string): CoordinatorUnavailableError {

@@ -17,6 +17,14 @@ import type { Cluster, Redis } from "ioredis";
 
 type Arg = string | number;
 
+/** Optimistic updates give up after this many lost races (each loss means another writer succeeded). */
+export const MAX_CAS_ATTEMPTS = 32;
+
+/** PX and PEXPIRE take whole milliseconds above zero. */
+export function pxOf(ms: number): number {
+  return Math.max(1, Math.ceil(ms));
+}
+
 const SCRIPTS = {
   register: { file: "register.lua", keys: 3 },
   reassert: { file: "reassert.lua", keys: 3 },
