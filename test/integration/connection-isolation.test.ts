@@ -1,5 +1,5 @@
 import { Agent, request as httpRequest } from "node:http";
-import type { Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { KEEP_ALIVE_TIMEOUT_MS } from "../../src/runtime/node-listener.js";
@@ -95,6 +95,40 @@ function singleSocketClient(port: number) {
     });
   }
   return { send, socketErrors, close: () => agent.destroy() };
+}
+
+/**
+ * On one raw socket: sends `head`, waits for its header block, then sends `next` and reads
+ * until `done` says the whole text has come. Returns the header block and what followed it.
+ */
+function headThenNext(port: number, head: string, next: string, done: (rest: string) => boolean) {
+  return new Promise<{ headBlock: string; rest: string }>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    let text = "";
+    let headBlock: string | null = null;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no whole answer in 10 s: ${JSON.stringify(text)}`));
+    }, 10_000);
+    socket.setEncoding("utf8");
+    socket.on("error", reject);
+    socket.on("connect", () => socket.write(head));
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      if (headBlock === null) {
+        const end = text.indexOf("\r\n\r\n");
+        if (end === -1) return;
+        headBlock = text.slice(0, end + 4);
+        socket.write(next);
+      }
+      const rest = text.slice(headBlock.length);
+      if (done(rest)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve({ headBlock, rest });
+      }
+    });
+  });
 }
 
 interface EarlyCase {
@@ -299,6 +333,31 @@ describe("connection isolation on one keep-alive socket (SPEC §4.8)", () => {
     } finally {
       client.close();
     }
+  });
+
+  it.concurrent.each([
+    ["the SSE stream", (id: string) => `/v1/binds/${id}/events`],
+    ["the long-poll", (id: string) => `/v1/binds/${id}?wait=1`],
+  ])("a HEAD of %s gets its headers only, and the next request on the socket its own answer", async (_, path) => {
+    const traceId = newTraceId("iso-head");
+    server.simulator.setScript(traceId, scriptNever());
+    const posted = await fetch(`${server.url}/v1/binds`, {
+      method: "POST",
+      headers: { ...json, ...auth },
+      body: JSON.stringify(bindBody(traceId)),
+    });
+    expect(posted.status).toBe(201);
+    const { headBlock, rest } = await headThenNext(
+      server.port,
+      `HEAD ${path(traceId)} HTTP/1.1\r\nHost: bindwatch\r\nAccept: text/event-stream\r\n\r\n`,
+      "GET /healthz HTTP/1.1\r\nHost: bindwatch\r\n\r\n",
+      (text) => text.includes("\r\n\r\n{") && text.endsWith("}"),
+    );
+    expect(headBlock).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(headBlock.toLowerCase()).toContain("connection: keep-alive");
+    // Not a byte of a body (an event, a chunk) between the HEAD's headers and the next answer.
+    expect(rest).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(JSON.parse(rest.slice(rest.indexOf("\r\n\r\n") + 4))).toMatchObject({ status: "ok" });
   });
 
   it.concurrent("keeps an idle keep-alive connection open past the usual proxies' 60 s idle timeout", async () => {
