@@ -84,6 +84,12 @@ describe("Redis coordinator", () => {
     const subscriber = new Redis(redisUrl, { retryStrategy: () => 1_000, maxRetriesPerRequest: 1 });
     subscriber.on("error", () => {});
     cleanups.push(async () => subscriber.disconnect());
+    // Connected first: ioredis 5.9 writes an SSUBSCRIBE issued while the connection is between
+    // TCP connect and its ready check (SSUBSCRIBE may run while Redis loads), which puts it in
+    // subscriber mode; the ready check's INFO is then refused and the connection starts over
+    // (lib/Redis.ts sendCommand). The coordinator's re-read after that reconnect covers it;
+    // this test's premise is a subscriber that is connected when the trace is subscribed.
+    await waitFor(() => subscriber.status === "ready", "the subscriber to be ready");
     const watcher = createRedisCoordinator({ redis: first.redis, subscriber, prefix, ...OPTIONS });
     const writer = createRedisCoordinator({ redis: other.redis, subscriber: other.subscriber, prefix, ...OPTIONS });
     cleanups.push(
