@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scriptBoundAfter } from "../../src/sim/gateway.js";
+import { scriptBoundAfter } from "../../src/sim/scripts.js";
 import {
   ensureBuilt,
   finalEventsOf,
@@ -140,11 +140,7 @@ describe("instances given REDIS_SENTINELS, REDIS_SENTINEL_MASTER and REDIS_PASSW
     const password = `pw-${randomUUID()}`;
     const sentinel = await startRedisSentinel({ password });
     cleanups.push(() => sentinel.stop());
-    const [a, b] = await startPair("sentinel", {
-      REDIS_SENTINELS: sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(","),
-      REDIS_SENTINEL_MASTER: sentinel.name,
-      REDIS_PASSWORD: password,
-    });
+    const [a, b] = await startPair("sentinel", sentinel.env);
     const announced = logsOf(a).find((log) => log.msg === "coordinating through Redis Sentinel");
     expect(announced?.redis).toMatchObject({ topology: "sentinel", masterName: sentinel.name, auth: true });
     await expectSharedState(b, a);

@@ -56,11 +56,7 @@ describe("the command connection batches one turn's commands", () => {
     const password = `pw-${randomUUID()}`;
     const sentinel = await startRedisSentinel({ password });
     cleanups.push(() => sentinel.stop());
-    const { redis } = connect({
-      REDIS_SENTINELS: sentinel.sentinels.map((s) => `redis://${s.host}:${s.port}`).join(","),
-      REDIS_SENTINEL_MASTER: sentinel.name,
-      REDIS_PASSWORD: password,
-    });
+    const { redis } = connect(sentinel.env);
     expect(await writesFor(redis as Redis, 20)).toBe(1);
   }, 40_000);
 });

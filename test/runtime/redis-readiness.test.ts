@@ -55,11 +55,7 @@ describe("/readyz on each Redis topology", () => {
     const password = `pw-${randomUUID()}`;
     const sentinel = await startRedisSentinel({ password });
     cleanups.push(() => sentinel.stop());
-    const server = await start({
-      REDIS_SENTINELS: sentinel.sentinels.map((s) => `redis://${s.host}:${s.port}`).join(","),
-      REDIS_SENTINEL_MASTER: sentinel.name,
-      REDIS_PASSWORD: password,
-    });
+    const server = await start(sentinel.env);
     await waitForReadyz(server, 200, 10_000, "with the master up");
     await sentinel.killMaster();
     await waitForReadyz(server, 503, 5_000, "with the master killed");

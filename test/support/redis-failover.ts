@@ -68,11 +68,7 @@ export const FAILOVER_TOPOLOGIES: readonly FailoverTopology[] = [
     async start() {
       const deployment = await startRedisSentinel({ password: SENTINEL_PASSWORD });
       return {
-        storeEnv: {
-          REDIS_SENTINELS: deployment.sentinels.map((s) => `${s.host}:${s.port}`).join(","),
-          REDIS_SENTINEL_MASTER: deployment.name,
-          REDIS_PASSWORD: SENTINEL_PASSWORD,
-        },
+        storeEnv: deployment.env,
         async failOver(_traceId, meanwhile) {
           const master = await deployment.masterAddress();
           const replica = deployment.dataPorts.find((port) => port !== master.port);

@@ -33,6 +33,8 @@ export interface RedisSentinel {
   /** For a client: `new Redis({ sentinels: s.sentinels, name: s.name, password: s.password })`. */
   readonly sentinels: RedisAddress[];
   readonly password: string | undefined;
+  /** bindwatch's variables for it: REDIS_SENTINELS, REDIS_SENTINEL_MASTER and, with a password, REDIS_PASSWORD. */
+  readonly env: Readonly<Record<string, string>>;
   /** The data nodes' ports, the first master first. */
   readonly dataPorts: readonly number[];
   /** The master as the sentinels name it now (`SENTINEL GET-MASTER-ADDR-BY-NAME`, the first that answers). */
@@ -132,6 +134,11 @@ export async function startRedisSentinel(opts: StartRedisSentinelOptions = {}): 
     name,
     sentinels: sentinels.map((s) => ({ host: HOST, port: s.port })),
     password,
+    env: {
+      REDIS_SENTINELS: sentinels.map((s) => `${HOST}:${s.port}`).join(","),
+      REDIS_SENTINEL_MASTER: name,
+      ...(password === undefined ? {} : { REDIS_PASSWORD: password }),
+    },
     dataPorts: data.map((p) => p.port),
     masterAddress,
     async killMaster(signal = "SIGKILL") {

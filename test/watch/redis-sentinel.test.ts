@@ -24,11 +24,7 @@ const pairs: RedisConnections[] = [];
 
 /** Connections as bindwatch makes them from REDIS_SENTINELS, REDIS_SENTINEL_MASTER and REDIS_PASSWORD. */
 async function connect(name: string): Promise<RedisConnections> {
-  const config = parseConfig({
-    REDIS_SENTINELS: sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(","),
-    REDIS_SENTINEL_MASTER: sentinel.name,
-    REDIS_PASSWORD: PASSWORD,
-  });
+  const config = parseConfig(sentinel.env);
   if (config.redis?.mode !== "sentinel") throw new Error("expected the Sentinel topology");
   const connections = createRedisConnections(config.redis, { connectionName: name });
   pairs.push(connections);
