@@ -1,7 +1,8 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
-import { createTopSimulator, scriptNever, type TopSimulator } from "../../src/sim/gateway.js";
+import { createTopSimulator, type TopSimulator } from "../../src/sim/gateway.js";
+import { scriptNever } from "../../src/sim/scripts.js";
 
 /*
  * The TOP gateway double every bindwatch instance of the bench polls: the simulator

@@ -1,4 +1,4 @@
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { type Bench, POLL_INTERVAL_MS, registerBinds } from "../lib/bench.js";
 import { log, logScenarioDone, logSection } from "../lib/log.js";
 import { cpuMs, settledRss } from "../lib/proc.js";

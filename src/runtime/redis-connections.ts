@@ -80,7 +80,7 @@ const ONE_SERVER = {
  * The command connection of one server (standalone, Sentinel) batches: with
  * `enableAutoPipelining`, the commands issued in one turn of the event loop (the
  * continuations of the replies one socket read brought, say) go out in one write and their
- * replies come back in one read. Registration under load spends a third less of
+ * replies come back in one read. Registration under load spends a third to a half less of
  * redis-server's CPU and as much of bindwatch's as in memory (`npm run bench -- --only register`).
  * A turn's commands wait while the previous turn's batch is out (lib/autoPipelining.ts),
  * and `commandTimeout` is armed when a batch is sent: against a hung server a command

@@ -2,19 +2,18 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { TRACE_ID_PATTERN } from "../domain/bind.js";
+import type { SimTraceReport, TopSimulator } from "./gateway.js";
 import {
   describeStep,
   type ScriptStep,
-  type SimTraceReport,
   scriptBoundAfter,
   scriptFailedAfter,
   scriptNever,
   scriptRejectedAfter,
   scriptSlow,
   scriptTrouble,
-  type TopSimulator,
   type TraceScript,
-} from "./gateway.js";
+} from "./scripts.js";
 
 /*
  * The JSON forms a person (or the demo page) scripts a trace with. `after` and

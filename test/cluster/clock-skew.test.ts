@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import {
   callStarts,
   finalEventsOf,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { type SimTraceReport, scriptBoundAfter } from "../../src/sim/gateway.js";
+import type { SimTraceReport } from "../../src/sim/gateway.js";
+import { scriptBoundAfter } from "../../src/sim/scripts.js";
 import {
   callStarts,
   finalEventsOf,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { scriptNever } from "../../src/sim/gateway.js";
+import { scriptNever } from "../../src/sim/scripts.js";
 import { type Cluster, type Instance, openWatcher, useCluster, type Watcher } from "../support/cluster.js";
 import { rawCommand } from "../support/redis-server.js";
 import { bindBody, newTraceId, postBind, waitUntil } from "../support/server.js";

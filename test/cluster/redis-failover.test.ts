@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import {
   callStarts,
   type Deployment,

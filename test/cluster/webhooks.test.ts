@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { type Deployment, type Instance, startDeployment } from "../support/cluster.js";
 import { startRedisCluster } from "../support/redis-cluster.js";
 import { startRedisServer } from "../support/redis-server.js";

@@ -1,7 +1,7 @@
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { Agent, type ClientRequest, type IncomingMessage, request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { type ScriptStep, scriptNever } from "../../src/sim/gateway.js";
+import { type ScriptStep, scriptNever } from "../../src/sim/scripts.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 
 /*

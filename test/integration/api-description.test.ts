@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scriptNever } from "../../src/sim/gateway.js";
+import { scriptNever } from "../../src/sim/scripts.js";
 import type { Coordinator } from "../../src/watch/coordinator.js";
 import { createMemoryCoordinator } from "../../src/watch/memory-coordinator.js";
 import {

@@ -8,7 +8,7 @@ import {
   scriptFailedAfter,
   scriptNever,
   scriptRejectedAfter,
-} from "../../src/sim/gateway.js";
+} from "../../src/sim/scripts.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
 

@@ -3,7 +3,7 @@ import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { KEEP_ALIVE_TIMEOUT_MS } from "../../src/runtime/node-listener.js";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { bindBody, newTraceId, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 
 /*

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../src/runtime/config.js";
 import { createNodeHttpServer } from "../../src/runtime/node-http-server.js";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { makeSelfSignedCertificate } from "../support/nginx.js";
 import { bindBody, newTraceId, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
-import { scriptBoundAfter, scriptFailedAfter, scriptNever, scriptRejectedAfter } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptFailedAfter, scriptNever, scriptRejectedAfter } from "../../src/sim/scripts.js";
 import { createLogSink } from "../support/log-sink.js";
 import { bindBody, newTraceId, postBind, startTestServer, type TestServer, waitUntil } from "../support/server.js";
 import { startWebhookReceiver, type WebhookReceiver } from "../support/webhook-receiver.js";

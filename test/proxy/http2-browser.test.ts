@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { type ChromiumSession, launchChromium } from "../support/browser.js";
 import { type Cluster, startCluster } from "../support/cluster.js";
 import { makeSelfSignedCertificate, type Nginx, startNginx } from "../support/nginx.js";

@@ -1,7 +1,7 @@
 import { EventSource } from "eventsource";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
-import { scriptBoundAfter, scriptNever } from "../../src/sim/gateway.js";
+import { scriptBoundAfter, scriptNever } from "../../src/sim/scripts.js";
 import { type Cluster, startCluster } from "../support/cluster.js";
 import { errorLines, type Nginx, startNginx } from "../support/nginx.js";
 import { bindBody, newTraceId, waitUntil } from "../support/server.js";

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/runtime/config.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { type RunningServer, startNodeServer } from "../../src/runtime/node-server.js";
-import { scriptBoundAfter } from "../../src/sim/gateway.js";
+import { scriptBoundAfter } from "../../src/sim/scripts.js";
 
 let server: RunningServer;
 

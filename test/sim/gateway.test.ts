@@ -2,16 +2,9 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import {
-  CHECKBIND_RESPONSE_KEY,
-  createEagleEyeIds,
-  createTopSimulator,
-  scriptBoundAfter,
-  scriptFailedAfter,
-  scriptTrouble,
-  type TopSimulator,
-  type TopSimulatorOptions,
-} from "../../src/sim/gateway.js";
+import { createTopSimulator, type TopSimulator, type TopSimulatorOptions } from "../../src/sim/gateway.js";
+import { CHECKBIND_RESPONSE_KEY, createEagleEyeIds } from "../../src/sim/gateway-protocol.js";
+import { scriptBoundAfter, scriptFailedAfter, scriptTrouble } from "../../src/sim/scripts.js";
 import { CHECKBIND_METHOD } from "../../src/top/client.js";
 import { type SignMethod, signTopParams } from "../../src/top/sign.js";
 import { formatTopTimestamp } from "../../src/top/timestamp.js";
