@@ -5,7 +5,7 @@
 // timers are in production. The contract file runs unchanged: node:crypto and
 // node:timers/promises exist under nodejs_compat.
 import { runInDurableObject } from "cloudflare:test";
-import type { DurableObjectStateApi } from "../../src/runtime/worker.js";
+import type { DurableObjectStateApi } from "../../src/runtime/edge-env.js";
 import type { Coordinator } from "../../src/watch/coordinator.js";
 import {
   type CallBudget,

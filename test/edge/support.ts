@@ -1,6 +1,6 @@
 import { SELF, env as testEnv } from "cloudflare:test";
 import { inject } from "vitest";
-import type { EdgeEnv } from "../../src/runtime/worker.js";
+import type { EdgeEnv } from "../../src/runtime/edge-env.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

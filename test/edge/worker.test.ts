@@ -6,7 +6,8 @@ import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject, SELF
 import { describe, expect, it } from "vitest";
 import type { BindState } from "../../src/domain/bind.js";
 import { createApiDescription } from "../../src/http/api-description.js";
-import worker, { type BindObject, type DurableObjectStateApi, type EdgeEnv } from "../../src/runtime/worker.js";
+import type { DurableObjectStateApi, EdgeEnv } from "../../src/runtime/edge-env.js";
+import worker, { type BindObject } from "../../src/runtime/worker.js";
 import { createTopClient } from "../../src/top/client.js";
 import { openSse, type SseReader } from "../support/sse-reader.js";
 import { CHECKBIND_SUCCESS_KEY, type CheckbindCall, checkbindRequest } from "../support/top-signing.js";
