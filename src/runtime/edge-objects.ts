@@ -34,7 +34,8 @@ import {
   type DurableObjectCoordinator,
 } from "../watch/durable-object-coordinator.js";
 import { takeoverMs } from "../watch/poll-driver.js";
-import { type Config, ConfigError } from "./config.js";
+import type { Config } from "./config.js";
+import { ConfigError } from "./config-env.js";
 import {
   accessOf,
   type BindObjectStub,

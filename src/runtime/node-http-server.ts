@@ -3,7 +3,8 @@ import { createServer, type Server } from "node:http";
 import { createSecureServer, type Http2SecureServer, type Http2Session, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 import { createSecureContext } from "node:tls";
-import { ConfigError, type TlsConfig } from "./config.js";
+import type { TlsConfig } from "./config.js";
+import { ConfigError } from "./config-env.js";
 import { applyKeepAliveTiming, KEEP_ALIVE_TIMEOUT_MS, type Listener } from "./node-listener.js";
 
 /*

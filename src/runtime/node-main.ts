@@ -1,6 +1,7 @@
 // The process entry of `npm start`: reads the environment, starts the server,
 // and turns SIGTERM/SIGINT into a graceful stop within 10 s (SPEC §4.6).
-import { ConfigError, parseConfig } from "./config.js";
+import { parseConfig } from "./config.js";
+import { ConfigError } from "./config-env.js";
 import { createLogger } from "./logger.js";
 import { startNodeServer } from "./node-server.js";
 

@@ -7,7 +7,7 @@ import type {
   RedisConfig,
   SentinelRedisConfig,
   StandaloneRedisConfig,
-} from "./config.js";
+} from "./redis-config.js";
 
 /*
  * The two connections the Redis coordinator takes — commands, and pub/sub — for each of

@@ -11,7 +11,8 @@ import { isValidTraceId } from "../http/validation.js";
 import { renderDemoPage } from "../sim/demo-page.js";
 import { SANDBOX_GATEWAY_PATH, type SandboxCredentials } from "../sim/sandbox.js";
 import type { BindService, RegistrationQuota } from "../watch/bind-service.js";
-import { type Config, ConfigError } from "./config.js";
+import type { Config } from "./config.js";
+import { ConfigError } from "./config-env.js";
 import {
   accessOf,
   bindStub,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { redactUrl } from "../../src/http/access.js";
-import { ConfigError, parseConfig } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
+import { ConfigError } from "../../src/runtime/config-env.js";
 import { createLogger, maskOpenId } from "../../src/runtime/logger.js";
 import { createLogSink } from "../support/log-sink.js";
 
