@@ -112,6 +112,10 @@ describe("webhooks of every final", () => {
     const minWait = TIMEOUT_MS + 0.8 * (2 + 4) * RETRY_MS;
     expect(gap2).toBeGreaterThanOrEqual(minWait);
     expect(gap2).toBeLessThan(TIMEOUT_MS + 1.2 * (2 + 4) * RETRY_MS + 2 * TIMEOUT_MS);
+    console.log(
+      `webhook retries (WEBHOOK_RETRY_MS ${RETRY_MS}, WEBHOOK_TIMEOUT_MS ${TIMEOUT_MS}): 500 → hang after ${gap1} ms, ` +
+        `hang → timeout → refused → delivered after ${gap2} ms (at least ${minWait} ms by the schedule)`,
+    );
   }, 30_000);
 
   it("never follows a redirect (a failed attempt), stops a destination at 410, and keeps delivering later binds", async () => {
