@@ -1,8 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRequire } from "node:module";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseConfig } from "../../src/runtime/config.js";
 import { createLogger } from "../../src/runtime/logger.js";
+import { createMetrics, EVENT_LOOP_SAMPLE_MS } from "../../src/runtime/metrics.js";
 import { type RunningServer, startNodeServer } from "../../src/runtime/node-server.js";
 import { scriptBoundAfter } from "../../src/sim/scripts.js";
+
+/** The perf_hooks module as prom-client's require() gets it. */
+const perfHooks = createRequire(import.meta.url)("node:perf_hooks") as typeof import("node:perf_hooks");
 
 let server: RunningServer;
 
@@ -68,6 +73,22 @@ describe("GET /metrics", () => {
       await until(async () => (await gauge()) >= 4);
     } finally {
       await slow.stop();
+    }
+  });
+
+  it("samples the event-loop delay every 100 ms, not at prom-client's default 10 ms (100 wake-ups a second on an idle instance)", () => {
+    // prom-client looks the function up on the perf_hooks module when the metrics are made.
+    const monitor = vi.spyOn(perfHooks, "monitorEventLoopDelay");
+    try {
+      createMetrics({
+        streams: () => 0,
+        stats: () => ({ hubs: 0, watchers: 0, drivers: 0, leases: 0, waitingForBudget: 0 }),
+      });
+      expect(EVENT_LOOP_SAMPLE_MS).toBe(100);
+      expect(monitor).toHaveBeenCalledTimes(1);
+      expect(monitor).toHaveBeenCalledWith({ resolution: 100 });
+    } finally {
+      monitor.mockRestore();
     }
   });
 });
