@@ -55,6 +55,9 @@ export const LOG_FLUSH_MS = 100;
 export function bufferedDestination(fd: number, flushMs = LOG_FLUSH_MS): ReturnType<typeof pinoDestination> {
   const stream = pinoDestination({ dest: fd, sync: false, minLength: 4096 });
   let due: ReturnType<typeof setTimeout> | undefined;
+  // One follow-up at a time: while a write is stuck (a full pipe), flushes come due every
+  // `flushMs` and each would otherwise leave a listener behind until the drain.
+  let followUp = false;
   const flush = (): void => {
     try {
       stream.flush();
@@ -65,7 +68,10 @@ export function bufferedDestination(fd: number, flushMs = LOG_FLUSH_MS): ReturnT
   const onDue = (): void => {
     due = undefined;
     flush();
+    if (followUp) return;
+    followUp = true;
     stream.once("drain", () => {
+      followUp = false;
       if (due === undefined) flush();
     });
   };

@@ -33,7 +33,7 @@ function loggerOn(fd: number) {
         destination.end();
       }),
   );
-  return { logger: createLogger("info", { destination }), writes };
+  return { logger: createLogger("info", { destination }), writes, destination };
 }
 
 const linesOf = (path: string): string[] => readFileSync(path, "utf8").split("\n").filter(Boolean);
@@ -56,8 +56,8 @@ describe("the buffered log destination", () => {
   it("writes the tail a blocked write leaves buffered, though its flush came while the write was out", async () => {
     // Lines of exactly 1 KiB: the first write takes 4 of them (minLength 4 KiB), the rest
     // are buffered 16 to a 16 KiB chunk. A FIFO whose reader starts 1.5 s late holds 64 KiB:
-    // the writes block, and every flush due meanwhile finds one out and does nothing. One
-    // more line after the full chunks is a 1 KiB tail; when the blocked writes end, only
+    // the writes block, and every flush due meanwhile finds one out and does nothing. Three
+    // more lines after the full chunks are a 3 KiB tail; when the blocked writes end, only
     // the flush on their drain writes it.
     const dir = tempDir();
     const fifo = join(dir, "pipe");
@@ -67,7 +67,8 @@ describe("the buffered log destination", () => {
     cleanups.push(() => {
       reader.kill();
     });
-    const { logger } = loggerOn(openSync(fifo, "w"));
+    const { logger, destination } = loggerOn(openSync(fifo, "w"));
+    const drainListeners = destination.listenerCount("drain");
     let probe = "";
     const capture = {
       write(line: string) {
@@ -77,11 +78,17 @@ describe("the buffered log destination", () => {
     createLogger("info", { destination: capture }).info({ i: "00000", pad: "" }, "line");
     const pad = "x".repeat(1024 - Buffer.byteLength(probe));
     const log = (i: number) => logger.info({ i: String(i).padStart(5, "0"), pad }, "line");
-    const count = 4 + 16 * 10 + 1;
-    for (let i = 0; i < count - 1; i += 1) log(i);
-    // The flush due 50 ms after these comes while the pipe is full.
+    const tail = 3;
+    const count = 4 + 16 * 10 + tail;
+    for (let i = 0; i < count - tail; i += 1) log(i);
+    // The flush due 50 ms after these comes while the pipe is full, and so does the one
+    // after each tail line: they leave one follow-up on the drain between them, not one each.
+    for (let i = count - tail; i < count; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 3 * FLUSH_MS));
+      log(i);
+    }
     await new Promise((resolve) => setTimeout(resolve, 3 * FLUSH_MS));
-    log(count - 1);
+    expect(destination.listenerCount("drain") - drainListeners).toBeLessThanOrEqual(1);
     await waitUntil(
       () => {
         try {
