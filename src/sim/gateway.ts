@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { sleep } from "../watch/sleep.js";
 import {
   answerStep,
   banFailure,
@@ -228,7 +229,10 @@ export function createTopSimulator(opts: TopSimulatorOptions): TopSimulator {
     };
 
     if (step.delayMs !== undefined && step.delayMs > 0) {
-      const completed = await sleep(step.delayMs, c.req.raw.signal);
+      const completed = await sleep(step.delayMs, c.req.raw.signal).then(
+        () => true,
+        () => false,
+      );
       if (!completed) {
         finish("aborted");
         // Nobody reads this: the client is gone. 499 is nginx's "client closed request".
@@ -372,20 +376,4 @@ function newCounters(): Counters {
     maxInFlightPerTrace: 0,
     bannedUntil: null,
   };
-}
-
-/** Resolves true after `ms`, or false as soon as `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
