@@ -62,7 +62,7 @@ export interface EdgeEnv {
 const BUDGET_OBJECT_NAME = "global";
 const SIMULATOR_OBJECT_NAME = "simulator";
 /** The simulator is reached through its object's stub; the host only has to be a valid URL. */
-export const SIMULATOR_GATEWAY_URL = "http://top-simulator.internal/router/rest";
+const SIMULATOR_GATEWAY_URL = "http://top-simulator.internal/router/rest";
 
 export function bindStub(env: EdgeEnv, traceId: string): BindObjectStub {
   return env.BINDS.get(env.BINDS.idFromName(traceId));
